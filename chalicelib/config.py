@@ -1,0 +1,89 @@
+"""Settings read once per process from the environment.
+
+Each Chalice stage sets these in `.chalice/config.json`; the deployed Lambda gets them
+from Terraform. Endpoints for emulators come from boto3's own variables
+(``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL_DYNAMODB``), which
+boto3 reads itself, so no endpoint is written in the code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+
+
+class ConfigurationError(Exception):
+    """A required environment variable is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime configuration of the image service.
+
+    Attributes:
+        bucket_name: S3 bucket holding image bytes (``BUCKET_NAME``).
+        table_name: DynamoDB table holding metadata (``TABLE_NAME``).
+        token_secret: HMAC key that signs pagination tokens (``TOKEN_SECRET``).
+        max_image_bytes: largest accepted upload, in bytes (``MAX_IMAGE_BYTES``,
+            default 10 MiB).
+        max_image_pixels: largest accepted width x height, in pixels; larger images
+            are refused as decompression bombs (``MAX_IMAGE_PIXELS``, default 50 M).
+        url_expires_seconds: lifetime of presigned URLs in listings, and the default
+            for views, in seconds (``URL_EXPIRES_SECONDS``, default 900).
+        s3_public_endpoint_url: endpoint presigned URLs are signed for, when clients
+            reach S3 at another address than the service does
+            (``S3_PUBLIC_ENDPOINT_URL``; unset means the service's own endpoint).
+        auth_enabled: when true, the caller's identity is the API Gateway authorizer's
+            principal, never a header (``AUTH_ENABLED``, default false).
+    """
+
+    bucket_name: str
+    table_name: str
+    token_secret: str
+    max_image_bytes: int = 10 * MIB
+    max_image_pixels: int = 50_000_000
+    url_expires_seconds: int = 900
+    s3_public_endpoint_url: str | None = None
+    auth_enabled: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default ``os.environ``).
+
+        Raises:
+            ConfigurationError: a required variable is unset or a number is malformed.
+        """
+        env = os.environ if environ is None else environ
+        return cls(
+            bucket_name=_required(env, "BUCKET_NAME"),
+            table_name=_required(env, "TABLE_NAME"),
+            token_secret=_required(env, "TOKEN_SECRET"),
+            max_image_bytes=_positive_int(env, "MAX_IMAGE_BYTES", 10 * MIB),
+            max_image_pixels=_positive_int(env, "MAX_IMAGE_PIXELS", 50_000_000),
+            url_expires_seconds=_positive_int(env, "URL_EXPIRES_SECONDS", 900),
+            s3_public_endpoint_url=env.get("S3_PUBLIC_ENDPOINT_URL") or None,
+            auth_enabled=env.get("AUTH_ENABLED", "false").lower() in ("1", "true", "yes"),
+        )
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigurationError(f"environment variable {name} is required")
+    return value
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be positive, got {value}")
+    return value

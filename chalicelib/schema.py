@@ -1,0 +1,83 @@
+"""The DynamoDB table schema: the one definition the code creates tables from.
+
+`infra/dynamodb.tf` declares the same table for Terraform; `tests/unit/test_schema.py`
+parses that file and fails if the two differ, so `make run` (moto) and `make deploy`
+(LocalStack / AWS) always get the same keys and indexes.
+
+Key layout (single table, see README "Data model"):
+
+| item              | pk                 | sk                         | GSI1 (gsi1pk / gsi1sk)                  | GSI2 (gsi2pk / gsi2sk)                   |
+| ----------------- | ------------------ | -------------------------- | --------------------------------------- | ---------------------------------------- |
+| image             | ``IMAGE#{id}``     | ``META``                   | ``USER#{user_id}`` / ``{created_at}#{id}`` | ``FEED#{yyyy-mm}`` / ``{created_at}#{id}`` |
+| tag membership    | ``TAG#{tag}``      | ``{created_at}#{id}``      | —                                       | —                                        |
+| feed month marker | ``FEEDMONTHS``     | ``{yyyy-mm}``              | —                                       | —                                        |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PARTITION_KEY = "pk"
+SORT_KEY = "sk"
+GSI1_NAME = "GSI1"
+GSI1_PARTITION_KEY = "gsi1pk"
+GSI1_SORT_KEY = "gsi1sk"
+GSI2_NAME = "GSI2"
+GSI2_PARTITION_KEY = "gsi2pk"
+GSI2_SORT_KEY = "gsi2sk"
+
+
+def _gsi(name: str, partition_key: str, sort_key: str) -> dict[str, Any]:
+    return {
+        "IndexName": name,
+        "KeySchema": [
+            {"AttributeName": partition_key, "KeyType": "HASH"},
+            {"AttributeName": sort_key, "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "ALL"},
+    }
+
+
+def table_definition(table_name: str) -> dict[str, Any]:
+    """Keyword arguments for ``dynamodb.create_table`` (on-demand billing).
+
+    Shape: ``{"TableName", "KeySchema", "AttributeDefinitions",
+    "GlobalSecondaryIndexes", "BillingMode"}``; every key attribute is a string (``S``).
+    """
+    key_attributes = [
+        PARTITION_KEY,
+        SORT_KEY,
+        GSI1_PARTITION_KEY,
+        GSI1_SORT_KEY,
+        GSI2_PARTITION_KEY,
+        GSI2_SORT_KEY,
+    ]
+    return {
+        "TableName": table_name,
+        "KeySchema": [
+            {"AttributeName": PARTITION_KEY, "KeyType": "HASH"},
+            {"AttributeName": SORT_KEY, "KeyType": "RANGE"},
+        ],
+        "AttributeDefinitions": [
+            {"AttributeName": name, "AttributeType": "S"} for name in key_attributes
+        ],
+        "GlobalSecondaryIndexes": [
+            _gsi(GSI1_NAME, GSI1_PARTITION_KEY, GSI1_SORT_KEY),
+            _gsi(GSI2_NAME, GSI2_PARTITION_KEY, GSI2_SORT_KEY),
+        ],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+
+
+def create_table(dynamodb: Any, table_name: str) -> None:
+    """Create the table from :func:`table_definition` and wait until it is ACTIVE.
+
+    ``dynamodb`` is a boto3 DynamoDB client. An existing table is left as it is, so
+    this is safe to call at every ``make run``. Used by local tooling and tests only:
+    deployed stacks get their table from Terraform.
+    """
+    try:
+        dynamodb.create_table(**table_definition(table_name))
+    except dynamodb.exceptions.ResourceInUseException:
+        return
+    dynamodb.get_waiter("table_exists").wait(TableName=table_name)

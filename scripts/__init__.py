@@ -1,0 +1,1 @@
+"""Developer tooling: local emulator, `make run`, Terraform post-processing. Not deployed."""

@@ -1,0 +1,87 @@
+"""Start moto's server on loopback: the AWS emulator for `make run` and the tests.
+
+moto's server runs as a child process (``python -m moto.server``), so it behaves like a
+real endpoint: boto3 clients, presigned URLs and ``chalice local`` all talk HTTP to it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+DUMMY_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None,
+                  timeout: float = 30.0) -> None:
+    """Poll until something accepts TCP connections on 127.0.0.1:``port``.
+
+    Raises:
+        RuntimeError: ``process`` exited first, or ``timeout`` seconds passed.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before port {port} opened")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+@dataclass
+class MotoServer:
+    """A running moto server child process and the endpoint URL it answers at."""
+
+    process: subprocess.Popen[bytes]
+    endpoint_url: str
+
+    def stop(self) -> None:
+        """Terminate the server and wait for it (kills it after 10 s)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_moto_server(port: int | None = None, quiet: bool = True) -> MotoServer:
+    """Start ``python -m moto.server`` on 127.0.0.1 and return once it accepts connections.
+
+    Args:
+        port: TCP port; a free one is picked when None.
+        quiet: send the server's request log to /dev/null.
+    """
+    port = port or free_port()
+    output = subprocess.DEVNULL if quiet else None
+    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in DUMMY_CREDENTIALS.items()}}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=output, stderr=output, env=env,
+    )
+    try:
+        wait_for_port(port, process)
+    except RuntimeError:
+        process.kill()
+        raise
+    return MotoServer(process=process, endpoint_url=f"http://127.0.0.1:{port}")
