@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 MIB = 1024 * 1024
+#: HS256 keys shorter than the hash output weaken the token signature (RFC 7518 3.2).
+MIN_TOKEN_SECRET_BYTES = 32
 
 
 class ConfigurationError(Exception):
@@ -26,7 +28,8 @@ class Settings:
     Attributes:
         bucket_name: S3 bucket holding image bytes (``BUCKET_NAME``).
         table_name: DynamoDB table holding metadata (``TABLE_NAME``).
-        token_secret: HMAC key that signs pagination tokens (``TOKEN_SECRET``).
+        token_secret: HMAC key that signs pagination tokens (``TOKEN_SECRET``, at least
+            32 bytes).
         max_image_bytes: largest accepted upload, in bytes (``MAX_IMAGE_BYTES``,
             default 10 MiB).
         max_image_pixels: largest accepted width x height, in pixels; larger images
@@ -60,7 +63,7 @@ class Settings:
         return cls(
             bucket_name=_required(env, "BUCKET_NAME"),
             table_name=_required(env, "TABLE_NAME"),
-            token_secret=_required(env, "TOKEN_SECRET"),
+            token_secret=_token_secret(env),
             max_image_bytes=_positive_int(env, "MAX_IMAGE_BYTES", 10 * MIB),
             max_image_pixels=_positive_int(env, "MAX_IMAGE_PIXELS", 50_000_000),
             url_expires_seconds=_positive_int(env, "URL_EXPIRES_SECONDS", 900),
@@ -74,6 +77,15 @@ def _required(env: Mapping[str, str], name: str) -> str:
     if not value:
         raise ConfigurationError(f"environment variable {name} is required")
     return value
+
+
+def _token_secret(env: Mapping[str, str]) -> str:
+    secret = _required(env, "TOKEN_SECRET")
+    if len(secret.encode()) < MIN_TOKEN_SECRET_BYTES:
+        raise ConfigurationError(
+            f"TOKEN_SECRET must be at least {MIN_TOKEN_SECRET_BYTES} bytes (HS256 key)"
+        )
+    return secret
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -4,13 +4,13 @@
 parses that file and fails if the two differ, so `make run` (moto) and `make deploy`
 (LocalStack / AWS) always get the same keys and indexes.
 
-Key layout (single table, see README "Data model"):
+Key layout (single table; the README's "Data model" explains the access patterns):
 
-| item              | pk                 | sk                         | GSI1 (gsi1pk / gsi1sk)                  | GSI2 (gsi2pk / gsi2sk)                   |
-| ----------------- | ------------------ | -------------------------- | --------------------------------------- | ---------------------------------------- |
-| image             | ``IMAGE#{id}``     | ``META``                   | ``USER#{user_id}`` / ``{created_at}#{id}`` | ``FEED#{yyyy-mm}`` / ``{created_at}#{id}`` |
-| tag membership    | ``TAG#{tag}``      | ``{created_at}#{id}``      | —                                       | —                                        |
-| feed month marker | ``FEEDMONTHS``     | ``{yyyy-mm}``              | —                                       | —                                        |
+- image: ``pk = IMAGE#{image_id}``, ``sk = META``;
+  GSI1 ``gsi1pk = USER#{user_id}``, ``gsi1sk = {created_at}#{image_id}``;
+  GSI2 ``gsi2pk = FEED#{yyyy-mm}``, ``gsi2sk = {created_at}#{image_id}``.
+- tag membership: ``pk = TAG#{tag}``, ``sk = {created_at}#{image_id}``.
+- feed month marker: ``pk = FEEDMONTHS``, ``sk = {yyyy-mm}``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,163 @@
+"""Image service API: route declarations only; the work is in ``chalicelib``.
+
+Every route goes through :func:`route`, which maps the services' domain errors to
+Chalice's error responses in one place (``chalicelib.errors.to_chalice_error``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+from chalice.app import Chalice, Request, Response
+
+from chalicelib.config import Settings
+from chalicelib.errors import (
+    ImageServiceError,
+    NotOwnerError,
+    ServiceUnavailableError,
+    to_chalice_error,
+)
+from chalicelib.service import ImageService
+from chalicelib.validation import parse_list_query, parse_upload, parse_view_options
+
+app = Chalice(app_name="image-service")
+# API Gateway passes these bodies through as bytes instead of mangling them as text.
+app.api.binary_types.append("multipart/form-data")
+
+_service: ImageService | None = None
+
+
+def image_service() -> ImageService:
+    """The process-wide service, built from the environment on first use.
+
+    Tests replace it with :func:`use_service`.
+    """
+    global _service
+    if _service is None:
+        _service = ImageService.from_settings(Settings.from_env())
+    return _service
+
+
+def use_service(service: ImageService | None) -> None:
+    """Install ``service`` for the following requests (None: rebuild from the environment)."""
+    global _service
+    _service = service
+
+
+def route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``app.route`` that turns :class:`ImageServiceError` into Chalice's error response."""
+
+    def register(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def view_with_errors(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return view(*args, **kwargs)
+            except ImageServiceError as exc:
+                raise to_chalice_error(exc) from exc
+
+        app.route(path, **options)(view_with_errors)
+        return view
+
+    return register
+
+
+def _request() -> Request:
+    request = app.current_request
+    assert request is not None, "only called while Chalice handles a request"
+    return request
+
+
+def _body() -> bytes:
+    raw = _request().raw_body
+    return raw if isinstance(raw, bytes) else raw.encode()
+
+
+def _query_params() -> dict[str, list[str]]:
+    params = _request().query_params
+    return {} if params is None else {name: params.getlist(name) for name in params}
+
+
+def _caller() -> str | None:
+    """Who is calling: the authorizer's principal when ``AUTH_ENABLED``, otherwise the
+    ``X-User-Id`` header, the ``user_id`` query parameter, or ``user_id`` in a JSON body."""
+    request = _request()
+    if image_service().settings.auth_enabled:
+        principal: str | None = (request.context.get("authorizer") or {}).get("principalId")
+        return principal
+    caller: str | None = (
+        request.headers.get("x-user-id") or _query_params().get("user_id", [None])[0]
+    )
+    if caller is None and _body() and "json" in request.headers.get("content-type", ""):
+        try:
+            body = json.loads(_body())
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("user_id"), str):
+            caller = body["user_id"]
+    return caller
+
+
+@route("/images", methods=["POST"], content_types=["multipart/form-data", "application/json"])
+@route(
+    "/images/upload", methods=["POST"], content_types=["multipart/form-data", "application/json"]
+)
+def upload_image() -> Response:
+    """Upload an image (multipart/form-data or JSON with base64); 201 with the record."""
+    request = _request()
+    service = image_service()
+    caller = _caller() if service.settings.auth_enabled else request.headers.get("x-user-id")
+    upload = parse_upload(
+        _body(),
+        request.headers.get("content-type", ""),
+        service.settings.max_image_bytes,
+        default_user_id=caller,
+    )
+    if service.settings.auth_enabled and upload.user_id != caller:
+        raise NotOwnerError("user_id: must be the authenticated principal")
+    record = service.upload(upload)
+    return Response(
+        body=record.to_dict(), status_code=201, headers={"Location": f"/images/{record.image_id}"}
+    )
+
+
+@route("/images", methods=["GET"])
+def list_images() -> dict[str, Any]:
+    """List images newest first, filtered by user, tags, dates and title."""
+    return image_service().list_images(parse_list_query(_query_params()))
+
+
+@route("/images/{image_id}", methods=["GET"])
+def view_image(image_id: str) -> dict[str, Any]:
+    """An image's record with a presigned ``download_url``."""
+    service = image_service()
+    options = parse_view_options(_query_params(), service.settings.url_expires_seconds)
+    return service.view(image_id, options)
+
+
+@route("/images/{image_id}/download", methods=["GET"])
+def download_image(image_id: str) -> Response:
+    """302 to a presigned URL that downloads the image as an attachment."""
+    url = image_service().download_url(image_id)
+    return Response(body="", status_code=302, headers={"Location": url})
+
+
+@route("/images/{image_id}", methods=["DELETE"])
+def delete_image(image_id: str) -> dict[str, str]:
+    """Delete an image (owner only): metadata, then the S3 object."""
+    image_service().delete(image_id, _caller())
+    return {"message": "Image deleted", "image_id": image_id}
+
+
+@route("/health", methods=["GET"])
+def health() -> dict[str, str]:
+    """200 ``{"status": "ok"}`` when bucket and table answer, else 503 naming the failure."""
+    checks = image_service().health()
+    failing = {name: result for name, result in checks.items() if result != "ok"}
+    if failing:
+        raise ServiceUnavailableError(
+            "; ".join(f"{name}: {result}" for name, result in failing.items())
+        )
+    return {"status": "ok"}

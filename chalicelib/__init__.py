@@ -1,0 +1,1 @@
+"""Services behind the image API: config, errors, validation, storage, metadata, service."""

@@ -1,0 +1,115 @@
+"""S3 storage of image bytes, and presigned URLs to them.
+
+Why a wrapper: the service needs a handful of S3 calls with fixed conventions (one
+bucket, keys under ``images/``, attachment disposition on downloads, presigning against
+a public endpoint when clients reach S3 at another address than the Lambda does), and
+tests inject their own clients. Presigning is local computation, so the presigning
+client may point at an address this process cannot reach.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+KEY_PREFIX = "images/"
+
+
+def object_key(image_id: str, extension: str) -> str:
+    """The S3 key for an image: ``images/{image_id}.{extension}``."""
+    return f"{KEY_PREFIX}{image_id}.{extension}"
+
+
+def attachment_disposition(filename: str) -> str:
+    """``Content-Disposition: attachment`` naming ``filename`` (RFC 6266, UTF-8 safe)."""
+    ascii_name = filename.encode("ascii", "replace").decode("ascii").replace('"', "'")
+    ascii_name = ascii_name.replace("?", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+class ImageStorage:
+    """The image bucket.
+
+    Args:
+        s3: boto3 S3 client used for reads and writes.
+        bucket: bucket name (``BUCKET_NAME``).
+        presigner: boto3 S3 client used only to sign URLs; defaults to ``s3``. Give one
+            built for ``S3_PUBLIC_ENDPOINT_URL`` when clients reach S3 elsewhere.
+    """
+
+    def __init__(self, s3: S3Client, bucket: str, presigner: S3Client | None = None) -> None:
+        self._s3 = s3
+        self._presigner = presigner or s3
+        self.bucket = bucket
+
+    def put(self, key: str, data: bytes, content_type: str, sha256_hex: str) -> None:
+        """Store ``data`` at ``key`` with its content type and SHA-256 as object metadata."""
+        self._s3.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+            Metadata={"sha256": sha256_hex},
+        )
+
+    def delete(self, key: str) -> None:
+        """Delete the object at ``key`` (no error if it is already gone)."""
+        self._s3.delete_object(Bucket=self.bucket, Key=key)
+
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored at ``key``."""
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=key)
+        except self._s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def presigned_get_url(
+        self, key: str, expires_in: int, download_filename: str | None = None
+    ) -> str:
+        """A presigned GET URL for ``key``, valid ``expires_in`` seconds.
+
+        With ``download_filename``, S3 answers with ``Content-Disposition: attachment``
+        naming that file, so browsers and ``curl -OJ`` save it under that name.
+        """
+        params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
+        if download_filename is not None:
+            params["ResponseContentDisposition"] = attachment_disposition(download_filename)
+        url: str = self._presigner.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=expires_in
+        )
+        return url
+
+    def check(self) -> None:
+        """Raise the client's error if the bucket does not answer (for ``/health``)."""
+        self._s3.head_bucket(Bucket=self.bucket)
+
+    def iter_objects(self) -> Iterator[tuple[str, datetime]]:
+        """Every ``(key, last_modified)`` under ``images/`` (for the reconcile command)."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=KEY_PREFIX):
+            for item in page.get("Contents", []):
+                yield item["Key"], item["LastModified"]
+
+    def create_bucket(self) -> None:
+        """Create the bucket if it does not exist (local tooling and tests only)."""
+        region = self._s3.meta.region_name
+        extra: dict[str, Any] = {}
+        if region and region != "us-east-1":
+            extra["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        already_there = (
+            self._s3.exceptions.BucketAlreadyOwnedByYou,
+            self._s3.exceptions.BucketAlreadyExists,
+        )
+        with contextlib.suppress(*already_there):
+            self._s3.create_bucket(Bucket=self.bucket, **extra)

@@ -1,0 +1,659 @@
+"""Request parsing and validation: every rule a field must pass before anything is written.
+
+Each function takes raw request input (bytes, strings, query parameters) and returns a
+typed value, or raises an :class:`~chalicelib.errors.InvalidInputError` (or one of its
+413/415 subclasses) whose message starts with the field at fault. Nothing here touches
+AWS, so a bad request is refused before S3 or DynamoDB see it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from chalicelib.errors import (
+    InvalidInputError,
+    PayloadTooLargeError,
+    UnsupportedImageError,
+)
+
+#: Pillow format name -> the content type we store and serve.
+IMAGE_FORMATS: dict[str, str] = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+}
+EXTENSIONS: dict[str, str] = {
+    "image/jpeg": "jpg",
+    "image/png": "png",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
+_CONTENT_TYPE_ALIASES = {
+    "image/jpg": "image/jpeg",
+    "image/pjpeg": "image/jpeg",
+    "image/x-png": "image/png",
+}
+#: Declared types that say nothing about the bytes (curl's default for unknown files).
+_UNDECLARED_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
+
+MAX_TAGS = 10
+TAG_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
+USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+MAX_TITLE_CHARS = 200
+MAX_DESCRIPTION_CHARS = 2000
+MAX_FILENAME_CHARS = 255
+MAX_METADATA_KEYS = 20
+METADATA_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_METADATA_VALUE_CHARS = 1024
+#: Room for multipart boundaries and form fields on top of the image itself.
+_FORM_OVERHEAD_BYTES = 64 * 1024
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+MIN_URL_EXPIRES = 60
+MAX_URL_EXPIRES = 3600
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the bytes really are, read by Pillow: content type and size in pixels."""
+
+    content_type: str
+    width: int
+    height: int
+
+    @property
+    def extension(self) -> str:
+        """File extension without the dot, e.g. ``"jpg"``."""
+        return EXTENSIONS[self.content_type]
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    """A validated upload, from either request form.
+
+    ``data`` is the raw image bytes; ``filename`` is the client's name, not yet sanitised;
+    ``declared_content_type`` is what the client claimed (None when it claimed nothing),
+    and ``content_type_field`` names the field that carried the claim.
+    """
+
+    data: bytes
+    filename: str | None
+    declared_content_type: str | None
+    content_type_field: str
+    user_id: str
+    title: str
+    description: str
+    tags: list[str]
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """Validated ``GET /images`` filters.
+
+    ``created_from``/``created_to`` are inclusive bounds in the stored ``created_at``
+    format (``2026-11-21T10:30:00.123Z``); ``title`` is lower-cased; ``limit`` is the
+    page size (1-100).
+    """
+
+    user_id: str | None = None
+    tags: tuple[str, ...] = ()
+    created_from: str | None = None
+    created_to: str | None = None
+    title: str | None = None
+    limit: int = DEFAULT_PAGE_SIZE
+    next_token: str | None = None
+
+    def filters(self) -> dict[str, Any]:
+        """The filters a pagination token is bound to (everything but limit and token)."""
+        return {
+            "user_id": self.user_id,
+            "tags": list(self.tags),
+            "from": self.created_from,
+            "to": self.created_to,
+            "title": self.title,
+        }
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    """Validated ``GET /images/{id}`` options; ``expires_in`` is in seconds."""
+
+    expires_in: int
+    download: bool = False
+    metadata_only: bool = False
+
+
+# --- images -----------------------------------------------------------------------------
+
+
+def inspect_image(
+    data: bytes, max_bytes: int, max_pixels: int, field_name: str = "file"
+) -> ImageInfo:
+    """Sniff the real type and dimensions of ``data`` with Pillow, decoding it fully.
+
+    Raises:
+        InvalidInputError: ``data`` is empty.
+        PayloadTooLargeError: more than ``max_bytes`` bytes, or more than ``max_pixels``
+            pixels (a decompression bomb).
+        UnsupportedImageError: not a decodable JPEG, PNG, GIF or WebP image.
+    """
+    if not data:
+        raise InvalidInputError(field_name, "the image is empty")
+    if len(data) > max_bytes:
+        raise PayloadTooLargeError(
+            field_name, f"the image is {len(data)} bytes, the limit is {max_bytes} bytes"
+        )
+    try:
+        with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise PayloadTooLargeError(
+                    field_name,
+                    f"the image is {width}x{height} pixels, the limit is {max_pixels} pixels",
+                )
+            image.load()
+            image_format = image.format
+    except Image.DecompressionBombError as exc:
+        raise PayloadTooLargeError(field_name, f"refused as a decompression bomb ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise UnsupportedImageError(
+            field_name, "not a decodable image; accepted types are JPEG, PNG, GIF and WebP"
+        ) from None
+    if image_format not in IMAGE_FORMATS:  # pragma: no cover - open() only tries these
+        raise UnsupportedImageError(field_name, f"{image_format} images are not accepted")
+    return ImageInfo(IMAGE_FORMATS[image_format], width, height)
+
+
+def check_declared_type(declared: str | None, actual: str, field_name: str) -> None:
+    """Refuse a declared content type that contradicts the sniffed one.
+
+    ``application/octet-stream`` and an absent type declare nothing. Aliases such as
+    ``image/jpg`` are accepted for their canonical type.
+
+    Raises:
+        InvalidInputError: the declared type names another type than ``actual``.
+    """
+    normalized = _media_type(declared or "")
+    normalized = _CONTENT_TYPE_ALIASES.get(normalized, normalized)
+    if normalized in _UNDECLARED_TYPES or normalized == actual:
+        return
+    raise InvalidInputError(field_name, f"declared as {normalized!r} but the bytes are {actual!r}")
+
+
+def sanitize_filename(raw: str | None, extension: str) -> str:
+    """A filename safe to store and to put in ``Content-Disposition``.
+
+    Drops any directory part (``/`` or ``\\``), control and format characters, and
+    leading dots; keeps at most 255 characters (the extension survives truncation).
+    Falls back to ``image.{extension}`` when nothing is left.
+    """
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = name.strip().lstrip(".").strip()
+    if len(name) > MAX_FILENAME_CHARS:
+        stem, dot, suffix = name.rpartition(".")
+        if dot and 0 < len(suffix) <= 10:
+            name = stem[: MAX_FILENAME_CHARS - len(suffix) - 1] + "." + suffix
+        else:
+            name = name[:MAX_FILENAME_CHARS]
+    return name or f"image.{extension}"
+
+
+# --- upload requests --------------------------------------------------------------------
+
+
+def parse_upload(
+    body: bytes, content_type: str, max_bytes: int, default_user_id: str | None = None
+) -> UploadRequest:
+    """Parse and validate an upload in either form: multipart/form-data or JSON.
+
+    Args:
+        body: the raw request body.
+        content_type: the request's ``Content-Type`` header.
+        max_bytes: the image size limit (``MAX_IMAGE_BYTES``); the body is refused
+            early when it cannot hold an image under it.
+        default_user_id: the caller's identity from headers or auth, used when the
+            body names no ``user_id``.
+
+    Raises:
+        InvalidInputError, PayloadTooLargeError: see the field rules in the README.
+    """
+    if _media_type(content_type) == "multipart/form-data":
+        if len(body) > max_bytes + _FORM_OVERHEAD_BYTES:
+            raise PayloadTooLargeError(
+                "file", f"the request is {len(body)} bytes, the image limit is {max_bytes} bytes"
+            )
+        return _upload_from_form(parse_multipart(body, content_type), default_user_id)
+    # Base64 grows data by 4/3.
+    if len(body) > (max_bytes * 4) // 3 + _FORM_OVERHEAD_BYTES:
+        raise PayloadTooLargeError(
+            "image_base64",
+            f"the request is {len(body)} bytes, the image limit is {max_bytes} bytes before base64",
+        )
+    return _upload_from_json(parse_json_object(body), default_user_id)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Decode a JSON request body that must be an object.
+
+    Raises:
+        InvalidInputError: (field ``body``) not UTF-8 JSON, or not an object.
+    """
+    try:
+        document = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInputError("body", f"not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise InvalidInputError("body", "must be a JSON object")
+    return document
+
+
+@dataclass
+class FormPart:
+    """One part of a multipart/form-data body."""
+
+    name: str
+    filename: str | None = None
+    content_type: str | None = None
+    data: bytearray = field(default_factory=bytearray)
+
+
+def parse_multipart(body: bytes, content_type: str) -> list[FormPart]:
+    """Split a multipart/form-data body into its parts with python-multipart.
+
+    Raises:
+        InvalidInputError: no boundary, a malformed body, or a part without a name.
+    """
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise InvalidInputError("Content-Type", "multipart/form-data needs a boundary parameter")
+    parts: list[FormPart] = []
+    headers: dict[str, str] = {}
+    header_name = bytearray()
+    header_value = bytearray()
+
+    def on_part_begin() -> None:
+        headers.clear()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header_name.extend(data[start:end])
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header_value.extend(data[start:end])
+
+    def on_header_end() -> None:
+        headers[header_name.decode("latin-1").lower()] = header_value.decode("utf-8", "replace")
+        header_name.clear()
+        header_value.clear()
+
+    def on_headers_finished() -> None:
+        _, disposition = parse_options_header(headers.get("content-disposition", ""))
+        name = disposition.get(b"name")
+        if name is None:
+            raise InvalidInputError("body", "a multipart part has no name")
+        filename = disposition.get(b"filename")
+        parts.append(
+            FormPart(
+                name=name.decode("utf-8", "replace"),
+                filename=None if filename is None else filename.decode("utf-8", "replace"),
+                content_type=headers.get("content-type"),
+            )
+        )
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1].data.extend(data[start:end])
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+        },
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as exc:
+        raise InvalidInputError("body", f"malformed multipart/form-data ({exc})") from None
+    return parts
+
+
+def _upload_from_form(parts: Sequence[FormPart], default_user_id: str | None) -> UploadRequest:
+    files = [p for p in parts if p.name in ("file", "image")]
+    if not files:
+        raise InvalidInputError("file", "missing: send the image as the form part 'file'")
+    if len(files) > 1:
+        raise InvalidInputError("file", "send exactly one image per request")
+    image = files[0]
+
+    def text(name: str) -> list[str]:
+        values = []
+        for part in parts:
+            if part.name == name:
+                try:
+                    values.append(part.data.decode("utf-8"))
+                except UnicodeDecodeError:
+                    raise InvalidInputError(name, "must be UTF-8 text") from None
+        return values
+
+    def single(name: str) -> str | None:
+        values = text(name)
+        if len(values) > 1:
+            raise InvalidInputError(name, "given more than once")
+        return values[0] if values else None
+
+    metadata_text = single("metadata")
+    metadata: object = None
+    if metadata_text is not None and metadata_text.strip():
+        try:
+            metadata = json.loads(metadata_text)
+        except ValueError:
+            raise InvalidInputError(
+                "metadata", 'must be a JSON object, e.g. {"camera": "X100"}'
+            ) from None
+    return UploadRequest(
+        data=bytes(image.data),
+        filename=image.filename,
+        declared_content_type=image.content_type,
+        content_type_field=image.name,
+        user_id=validate_user_id(single("user_id") or default_user_id),
+        title=_text_field("title", single("title"), MAX_TITLE_CHARS),
+        description=_text_field("description", single("description"), MAX_DESCRIPTION_CHARS),
+        tags=normalize_tags(text("tags")),
+        metadata=validate_metadata(metadata),
+    )
+
+
+_DATA_URL = re.compile(r"^data:(?P<type>[\w.+-]+/[\w.+-]+)?(;[^,]*)?;base64,", re.ASCII)
+
+
+def _upload_from_json(document: Mapping[str, Any], default_user_id: str | None) -> UploadRequest:
+    field_name = "image_base64" if "image_base64" in document else "image_data"
+    encoded = document.get(field_name)
+    if encoded is None:
+        raise InvalidInputError("image_base64", "missing: send the image bytes base64-encoded")
+    if not isinstance(encoded, str):
+        raise InvalidInputError(field_name, "must be a base64 string")
+    declared = _optional_str(document, "content_type")
+    data_url = _DATA_URL.match(encoded)
+    if data_url:
+        encoded = encoded[data_url.end() :]
+        declared = declared or data_url.group("type")
+    try:
+        data = base64.b64decode("".join(encoded.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInputError(field_name, "is not valid base64") from None
+    user_id = document.get("user_id")
+    return UploadRequest(
+        data=data,
+        filename=_optional_str(document, "filename"),
+        declared_content_type=declared,
+        content_type_field="content_type",
+        user_id=validate_user_id(user_id if user_id is not None else default_user_id),
+        title=_text_field("title", document.get("title"), MAX_TITLE_CHARS),
+        description=_text_field("description", document.get("description"), MAX_DESCRIPTION_CHARS),
+        tags=normalize_tags(document.get("tags")),
+        metadata=validate_metadata(document.get("metadata")),
+    )
+
+
+def _optional_str(document: Mapping[str, Any], name: str) -> str | None:
+    value = document.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidInputError(name, "must be a string")
+    return value
+
+
+def _text_field(name: str, value: object, max_chars: int) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInputError(name, "must be a string")
+    value = value.strip()
+    if len(value) > max_chars:
+        raise InvalidInputError(name, f"is {len(value)} characters, the limit is {max_chars}")
+    return value
+
+
+# --- field rules ------------------------------------------------------------------------
+
+
+def validate_user_id(value: object, field_name: str = "user_id") -> str:
+    """A user id: 1-128 characters of ``[A-Za-z0-9_.@-]``.
+
+    Raises:
+        InvalidInputError: missing, not a string, or outside the pattern.
+    """
+    if value is None or value == "":
+        raise InvalidInputError(field_name, "missing: say who owns the image")
+    if not isinstance(value, str) or not USER_ID_PATTERN.match(value):
+        raise InvalidInputError(field_name, "must be 1-128 characters of A-Z a-z 0-9 _ . @ -")
+    return value
+
+
+def normalize_tags(value: object, field_name: str = "tags") -> list[str]:
+    """Tags from a list or a comma-separated string: trimmed, lower-cased, de-duplicated.
+
+    Each list element may itself be comma-separated (a repeated form field). Empty
+    entries (``"a,,b"``) are dropped. At most 10 tags remain, each 1-64 characters of
+    ``[a-z0-9_-]``; order of first appearance is kept.
+
+    Raises:
+        InvalidInputError: not a string or list of strings, a tag outside the pattern,
+            or more than 10 tags.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        chunks: Iterable[object] = [value]
+    elif isinstance(value, list):
+        chunks = value
+    else:
+        raise InvalidInputError(field_name, "must be a list of strings or a comma-separated string")
+    tags: list[str] = []
+    for chunk in chunks:
+        if not isinstance(chunk, str):
+            raise InvalidInputError(field_name, "every tag must be a string")
+        for raw in chunk.split(","):
+            tag = raw.strip().lower()
+            if not tag:
+                continue
+            if not TAG_PATTERN.match(tag):
+                raise InvalidInputError(
+                    field_name, f"tag {tag[:80]!r} must be 1-64 characters of a-z 0-9 _ -"
+                )
+            if tag not in tags:
+                tags.append(tag)
+    if len(tags) > MAX_TAGS:
+        raise InvalidInputError(field_name, f"{len(tags)} tags given, at most {MAX_TAGS} allowed")
+    return tags
+
+
+def validate_metadata(value: object) -> dict[str, str]:
+    """Free-form metadata: an object of at most 20 string values (e.g. caption, camera).
+
+    Keys are 1-64 characters of ``[A-Za-z0-9_.-]``; values at most 1024 characters.
+
+    Raises:
+        InvalidInputError: naming ``metadata`` or ``metadata.<key>``.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInputError("metadata", "must be an object of string values")
+    if len(value) > MAX_METADATA_KEYS:
+        raise InvalidInputError(
+            "metadata", f"{len(value)} keys given, at most {MAX_METADATA_KEYS} allowed"
+        )
+    for key, item in value.items():
+        if not METADATA_KEY_PATTERN.match(key):
+            raise InvalidInputError(
+                "metadata", f"key {key[:80]!r} must be 1-64 characters of A-Z a-z 0-9 _ . -"
+            )
+        if not isinstance(item, str):
+            raise InvalidInputError(f"metadata.{key}", "must be a string")
+        if len(item) > MAX_METADATA_VALUE_CHARS:
+            raise InvalidInputError(
+                f"metadata.{key}",
+                f"is {len(item)} characters, the limit is {MAX_METADATA_VALUE_CHARS}",
+            )
+    return dict(value)
+
+
+# --- query strings ----------------------------------------------------------------------
+
+_LIST_PARAMETERS = {
+    "user_id",
+    "tag",
+    "tags",
+    "date_from",
+    "date_to",
+    "date_range",
+    "title",
+    "limit",
+    "next_token",
+}
+_VIEW_PARAMETERS = {"expires_in", "download", "metadata_only"}
+
+
+def parse_list_query(params: Mapping[str, Sequence[str]]) -> ListQuery:
+    """Validate ``GET /images`` query parameters (``params`` maps a name to its values).
+
+    Raises:
+        InvalidInputError: an unknown parameter, a repeated one, or a bad value.
+    """
+    single = _single_values(params, _LIST_PARAMETERS)
+    tags = normalize_tags([single.get("tag", ""), single.get("tags", "")], "tags")
+    date_from, date_to = single.get("date_from"), single.get("date_to")
+    if "date_range" in single:
+        if date_from is not None or date_to is not None:
+            raise InvalidInputError("date_range", "use either date_range or date_from/date_to")
+        pieces = single["date_range"].split(",")
+        if len(pieces) != 2:
+            raise InvalidInputError("date_range", "must be FROM,TO (either side may be empty)")
+        date_from, date_to = (piece.strip() or None for piece in pieces)
+    created_from = _timestamp_bound("date_from", date_from, end_of_day=False)
+    created_to = _timestamp_bound("date_to", date_to, end_of_day=True)
+    if created_from and created_to and created_from > created_to:
+        raise InvalidInputError("date_from", "is after date_to")
+    user_id = single.get("user_id")
+    title = single.get("title")
+    if title is not None and len(title) > MAX_TITLE_CHARS:
+        raise InvalidInputError("title", f"is longer than {MAX_TITLE_CHARS} characters")
+    return ListQuery(
+        user_id=None if user_id is None else validate_user_id(user_id),
+        tags=tuple(tags),
+        created_from=created_from,
+        created_to=created_to,
+        title=title.strip().lower() or None if title is not None else None,
+        limit=_bounded_int("limit", single.get("limit"), DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
+        next_token=single.get("next_token") or None,
+    )
+
+
+def parse_view_options(params: Mapping[str, Sequence[str]], default_expires: int) -> ViewOptions:
+    """Validate ``GET /images/{id}`` query parameters.
+
+    ``expires_in`` is 60-3600 seconds (default ``default_expires``, clamped into that
+    range); ``download`` and ``metadata_only`` take true/false/1/0/yes/no.
+
+    Raises:
+        InvalidInputError: an unknown parameter or a bad value.
+    """
+    single = _single_values(params, _VIEW_PARAMETERS)
+    default = min(max(default_expires, MIN_URL_EXPIRES), MAX_URL_EXPIRES)
+    return ViewOptions(
+        expires_in=_bounded_int(
+            "expires_in", single.get("expires_in"), default, MIN_URL_EXPIRES, MAX_URL_EXPIRES
+        ),
+        download=_flag("download", single.get("download")),
+        metadata_only=_flag("metadata_only", single.get("metadata_only")),
+    )
+
+
+def _single_values(params: Mapping[str, Sequence[str]], allowed: set[str]) -> dict[str, str]:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise InvalidInputError(
+            unknown[0], f"unknown query parameter; allowed: {', '.join(sorted(allowed))}"
+        )
+    values: dict[str, str] = {}
+    for name, given in params.items():
+        if len(given) > 1:
+            raise InvalidInputError(name, "given more than once")
+        if given:
+            values[name] = given[0]
+    return values
+
+
+def _bounded_int(name: str, raw: str | None, default: int, low: int, high: int) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidInputError(name, f"must be an integer from {low} to {high}") from None
+    if not low <= value <= high:
+        raise InvalidInputError(name, f"must be an integer from {low} to {high}, got {value}")
+    return value
+
+
+def _flag(name: str, raw: str | None) -> bool:
+    if raw is None:
+        return False
+    lowered = raw.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no", ""):
+        return False
+    raise InvalidInputError(name, "must be true or false")
+
+
+def _timestamp_bound(name: str, raw: str | None, end_of_day: bool) -> str | None:
+    """An inclusive bound in ``created_at`` format from an ISO date or datetime."""
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            moment = datetime.combine(day, time.max if end_of_day else time.min, UTC)
+        else:
+            moment = datetime.fromisoformat(text)
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    except ValueError:
+        raise InvalidInputError(
+            name, "must be an ISO date (2026-11-21) or datetime (2026-11-21T10:30:00Z)"
+        ) from None
+    return format_timestamp(moment)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """``moment`` as stored: ISO 8601 UTC, millisecond precision, ``Z`` suffix."""
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
