@@ -1,0 +1,249 @@
+"""`make run`: serve the API with ``chalice local`` against an AWS emulator, no Docker.
+
+Steps:
+
+1. Endpoint: ``AWS_ENDPOINT_URL`` when set (e.g. LocalStack at http://localhost:4566),
+   otherwise a fresh moto server on loopback (:func:`scripts.emulator.start_moto_server`).
+2. Resources: the bucket and table named by the stage's ``environment_variables`` in
+   ``.chalice/config.json``, the table built from :mod:`chalicelib.schema`; both are
+   created only when missing (:func:`ensure_resources`).
+3. ``chalice local --stage dev --host 127.0.0.1 --port PORT`` as a child whose environment
+   carries the endpoint, a region, and dummy credentials when the user has none.
+
+Ctrl-C or SIGTERM stops ``chalice local`` (its whole process group: with autoreload it
+is two processes) and then moto. If ``chalice local`` or moto exits on its own, so does
+this script, with a non-zero status.
+
+Usage: ``python -m scripts.run_local [--port 8000] [--stage dev] [--no-autoreload]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from chalicelib.schema import create_table
+from scripts.emulator import DUMMY_CREDENTIALS, MotoServer, start_moto_server, wait_for_port
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_REGION = DUMMY_CREDENTIALS["AWS_DEFAULT_REGION"]
+HOST = "127.0.0.1"
+
+
+def stage_environment(stage: str = "dev", project_dir: Path = PROJECT_DIR) -> dict[str, str]:
+    """The environment variables ``chalice local --stage STAGE`` gives the app.
+
+    Top-level ``environment_variables`` of ``.chalice/config.json``, overridden by the
+    stage's own, as Chalice merges them.
+
+    Raises:
+        KeyError: the stage is not in the config file.
+    """
+    config = json.loads((project_dir / ".chalice" / "config.json").read_text())
+    stage_config = config["stages"][stage]
+    return {
+        **config.get("environment_variables", {}),
+        **stage_config.get("environment_variables", {}),
+    }
+
+
+def aws_environment(endpoint_url: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``environ`` (default ``os.environ``) pointed at ``endpoint_url``.
+
+    Adds ``AWS_ENDPOINT_URL``, a region when none is set, and the dummy credentials of
+    :data:`scripts.emulator.DUMMY_CREDENTIALS` unless the user has credentials of their
+    own in the environment (``AWS_ACCESS_KEY_ID`` or ``AWS_PROFILE``).
+    """
+    env = dict(os.environ if environ is None else environ)
+    env["AWS_ENDPOINT_URL"] = endpoint_url
+    if not (env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_PROFILE")):
+        env["AWS_ACCESS_KEY_ID"] = DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"]
+        env["AWS_SECRET_ACCESS_KEY"] = DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"]
+    if not (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")):
+        env["AWS_DEFAULT_REGION"] = DEFAULT_REGION
+    return env
+
+
+def ensure_resources(
+    endpoint_url: str,
+    bucket: str,
+    table: str,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Create the S3 bucket and the DynamoDB table at ``endpoint_url`` if missing.
+
+    The table comes from :func:`chalicelib.schema.create_table`, the one schema
+    definition. Safe to call again: existing resources are left as they are.
+    Credentials and region come from :func:`aws_environment` applied to ``environ``.
+    """
+    env = aws_environment(endpoint_url, environ)
+    region = env.get("AWS_REGION") or env["AWS_DEFAULT_REGION"]
+    session = boto3.session.Session(
+        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=env.get("AWS_SESSION_TOKEN"),
+        profile_name=None if env.get("AWS_ACCESS_KEY_ID") else env.get("AWS_PROFILE"),
+        region_name=region,
+    )
+    s3 = session.client(
+        "s3", endpoint_url=endpoint_url, config=Config(s3={"addressing_style": "path"})
+    )
+    create_args: dict[str, Any] = {"Bucket": bucket}
+    if region != "us-east-1":
+        create_args["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    try:
+        s3.create_bucket(**create_args)
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in (
+            "BucketAlreadyOwnedByYou",
+            "BucketAlreadyExists",
+        ):
+            raise
+    create_table(session.client("dynamodb", endpoint_url=endpoint_url), table)
+
+
+def chalice_command(
+    port: int, stage: str = "dev", autoreload: bool = True, host: str = HOST
+) -> list[str]:
+    """The ``chalice local`` command line, using the ``chalice`` next to this Python.
+
+    Raises:
+        FileNotFoundError: no ``chalice`` executable is installed.
+    """
+    beside_python = Path(sys.executable).parent / "chalice"
+    executable = str(beside_python) if beside_python.exists() else shutil.which("chalice")
+    if executable is None:
+        raise FileNotFoundError("chalice is not installed: run `make install`")
+    command = [executable, "local", "--stage", stage, "--host", host, "--port", str(port)]
+    if not autoreload:
+        command.append("--no-autoreload")
+    return command
+
+
+def port_is_free(port: int, host: str = HOST) -> bool:
+    """Whether a server could bind ``host:port`` now (``chalice local`` cannot share it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stop ``process`` and every process in its group: SIGTERM, then SIGKILL to leftovers.
+
+    ``process`` must lead its own group (``start_new_session=True``). With autoreload,
+    ``chalice local`` is a parent and a worker; both are in the group.
+    """
+    with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # whatever did not stop, or was orphaned
+    process.wait()
+
+
+def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Command-line options of ``python -m scripts.run_local``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+    parser.add_argument("--stage", default="dev", help="Chalice stage (default dev)")
+    parser.add_argument(
+        "--emulator-port", type=int, default=None, help="moto's port (default: a free one)"
+    )
+    parser.add_argument(
+        "--no-autoreload",
+        dest="autoreload",
+        action="store_false",
+        help="do not restart chalice local when files change",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run emulator + ``chalice local`` until Ctrl-C/SIGTERM; return the exit status."""
+    args = parse_args(argv)
+    # Explicit for SIGINT too: a shell's background job starts with SIGINT ignored.
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    stage_env = stage_environment(args.stage)
+    moto: MotoServer | None = None
+    chalice: subprocess.Popen[bytes] | None = None
+    try:
+        if not port_is_free(args.port):
+            print(
+                f"run_local: port {args.port} is in use; try `make run PORT=8001`", file=sys.stderr
+            )
+            return 1
+        endpoint_url = os.environ.get("AWS_ENDPOINT_URL", "").strip()
+        if endpoint_url:
+            emulator = f"{endpoint_url} (from AWS_ENDPOINT_URL)"
+        else:
+            moto = start_moto_server(args.emulator_port)
+            endpoint_url = moto.endpoint_url
+            emulator = f"{endpoint_url} (moto server, pid {moto.process.pid})"
+        bucket, table = stage_env["BUCKET_NAME"], stage_env["TABLE_NAME"]
+        ensure_resources(endpoint_url, bucket, table)
+        chalice = subprocess.Popen(
+            chalice_command(args.port, args.stage, args.autoreload),
+            cwd=PROJECT_DIR,
+            env=aws_environment(endpoint_url),
+            start_new_session=True,  # Ctrl-C reaches us; we stop its whole group
+        )
+        try:
+            wait_for_port(args.port, chalice, timeout=60)
+        except RuntimeError as error:
+            print(f"run_local: chalice local did not start: {error}", file=sys.stderr)
+            return 1
+        print(
+            f"Image service API: http://{HOST}:{args.port}  |  AWS emulator: {emulator}, "
+            f"bucket {bucket}, table {table}  |  Ctrl-C stops both",
+            flush=True,
+        )
+        while True:
+            try:
+                returncode = chalice.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if moto is not None and moto.process.poll() is not None:
+                    print(
+                        f"run_local: moto server exited ({moto.process.returncode})",
+                        file=sys.stderr,
+                    )
+                    return 1
+                continue
+            print(f"run_local: chalice local exited ({returncode})", file=sys.stderr)
+            return returncode or 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if chalice is not None:
+            stop_process_group(chalice)
+        if moto is not None:
+            moto.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
