@@ -1,0 +1,6 @@
+# Values for LocalStack (`make deploy`); real AWS needs none of them.
+# Presigned URLs are signed for the host's view of LocalStack, not the internal endpoint
+# LocalStack gives the Lambda in AWS_ENDPOINT_URL.
+s3_public_endpoint_url = "http://localhost:4566"
+localstack_edge        = "localhost.localstack.cloud:4566"
+force_destroy          = true

@@ -1,0 +1,132 @@
+"""Make Chalice's generated ``chalice.tf.json`` work with Terraform >= 1.5 and AWS provider 5.x.
+
+``chalice package --pkg-format terraform`` (Chalice 1.34) writes a Terraform module that
+pins ``required_version < 1.4.0`` and the AWS provider ``< 5``, declares a
+``null_data_source`` (deprecated, and the only reason it needs the ``null`` provider), and
+names the API Gateway stage on ``aws_api_gateway_deployment`` (deprecated in provider 5.x,
+removed in 6.x). :func:`make_compatible` rewrites exactly those parts and nothing else:
+
+1. ``terraform``: ``required_version`` becomes ``>= 1.5.0``, the AWS provider
+   ``>= 5.0, < 6.0``, and the ``null`` provider requirement is dropped.
+2. ``data.null_data_source``: removed (Chalice writes it but never references it; a
+   reference would make this step fail rather than emit a broken module).
+3. Each ``aws_api_gateway_deployment`` with a ``stage_name`` is split into the deployment
+   (redeployed when the Swagger body changes, through ``triggers``) and an
+   ``aws_api_gateway_stage`` of the same name; the outputs that read the deployment's
+   ``invoke_url`` read the stage's instead.
+4. Every ``${var.NAME}`` written in the Chalice config (environment variables, the IAM
+   policy file) becomes a declared string ``variable``, so the generated directory is a
+   module the root configuration in ``infra/`` passes bucket, table and limits into.
+
+CLI: ``python -m scripts.package_terraform infra/chalice/chalice.tf.json`` rewrites the
+file in place (``--output PATH`` writes elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+REQUIRED_TERRAFORM = ">= 1.5.0"
+REQUIRED_AWS_PROVIDER = ">= 5.0, < 6.0"
+_VARIABLE_REFERENCE = re.compile(r"\$\{var\.([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class TemplateError(ValueError):
+    """The generated template is not in the shape this step knows how to rewrite."""
+
+
+def make_compatible(template: dict[str, Any]) -> dict[str, Any]:
+    """Return a rewritten copy of a Chalice Terraform template; ``template`` is left unchanged.
+
+    Args:
+        template: the parsed ``chalice.tf.json``: a dict with ``resource``, ``data``,
+            ``locals``, ``terraform`` and ``output`` keys, as Chalice writes it.
+
+    Returns:
+        The template with the four changes listed in the module docstring applied.
+
+    Raises:
+        TemplateError: the template has no ``terraform`` block, or something references
+            ``null_data_source`` (removing it would leave a dangling reference).
+    """
+    result = copy.deepcopy(template)
+    _update_requirements(result)
+    _drop_null_data_source(result)
+    _split_api_gateway_stages(result)
+    _declare_variables(result)
+    return result
+
+
+def _update_requirements(template: dict[str, Any]) -> None:
+    terraform = template.get("terraform")
+    if not isinstance(terraform, dict):
+        raise TemplateError("chalice.tf.json has no 'terraform' block")
+    terraform["required_version"] = REQUIRED_TERRAFORM
+    providers = terraform.setdefault("required_providers", {})
+    providers.pop("null", None)
+    providers["aws"] = {"source": "hashicorp/aws", "version": REQUIRED_AWS_PROVIDER}
+
+
+def _drop_null_data_source(template: dict[str, Any]) -> None:
+    data = template.get("data", {})
+    data.pop("null_data_source", None)
+    if not data:
+        template.pop("data", None)
+    if "null_data_source" in json.dumps(template):
+        raise TemplateError("chalice.tf.json references null_data_source; cannot drop it")
+
+
+def _split_api_gateway_stages(template: dict[str, Any]) -> None:
+    resources = template.get("resource", {})
+    deployments: dict[str, dict[str, Any]] = resources.get("aws_api_gateway_deployment", {})
+    for name, deployment in deployments.items():
+        stage_name = deployment.pop("stage_name", None)
+        if stage_name is None:
+            continue
+        deployment.pop("stage_description", None)
+        deployment["triggers"] = {"redeployment": "${md5(local.chalice_api_swagger)}"}
+        resources.setdefault("aws_api_gateway_stage", {})[name] = {
+            "stage_name": stage_name,
+            "rest_api_id": deployment["rest_api_id"],
+            "deployment_id": f"${{aws_api_gateway_deployment.{name}.id}}",
+        }
+        old = f"${{aws_api_gateway_deployment.{name}.invoke_url}}"
+        new = f"${{aws_api_gateway_stage.{name}.invoke_url}}"
+        for output in template.get("output", {}).values():
+            if output.get("value") == old:
+                output["value"] = new
+
+
+def _declare_variables(template: dict[str, Any]) -> None:
+    names = sorted(set(_VARIABLE_REFERENCE.findall(json.dumps(template))))
+    if not names:
+        return
+    variables = template.setdefault("variable", {})
+    for name in names:
+        variables.setdefault(name, {"type": "string"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite a ``chalice.tf.json`` file; returns the process exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("path", type=Path, help="chalice.tf.json written by chalice package")
+    parser.add_argument("--output", type=Path, help="where to write (default: in place)")
+    args = parser.parse_args(argv)
+    try:
+        template = json.loads(args.path.read_text())
+        rewritten = make_compatible(template)
+    except (OSError, json.JSONDecodeError, TemplateError) as exc:
+        print(f"package_terraform: {args.path}: {exc}", file=sys.stderr)
+        return 1
+    (args.output or args.path).write_text(json.dumps(rewritten, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""scripts/package_terraform.py: the post-process step over Chalice's chalice.tf.json.
+
+The input is real Chalice output: a tiny app (no requirements, so no download) packaged
+with the installed Chalice, so a Chalice upgrade that changes the template shows up here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.package_terraform import (
+    REQUIRED_AWS_PROVIDER,
+    REQUIRED_TERRAFORM,
+    TemplateError,
+    main,
+    make_compatible,
+)
+
+TINY_APP = """
+from chalice import Chalice
+
+app = Chalice(app_name="tiny")
+
+
+@app.route("/health")
+def health():
+    return {"status": "ok"}
+"""
+
+TINY_CONFIG = {
+    "version": "2.0",
+    "app_name": "tiny",
+    "stages": {
+        "deploy": {
+            "api_gateway_stage": "api",
+            "autogen_policy": False,
+            "iam_policy_file": "policy.json",
+            "environment_variables": {"BUCKET_NAME": "${var.bucket_name}", "FIXED": "1"},
+        }
+    },
+}
+
+TINY_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "${var.bucket_arn}/*"}
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """chalice.tf.json as ``chalice package --pkg-format terraform`` writes it."""
+    chalice = shutil.which("chalice", path=str(Path(sys.executable).parent))
+    if chalice is None:
+        pytest.skip("chalice CLI is not installed next to this Python (pip install chalice)")
+    project = tmp_path_factory.mktemp("tiny")
+    (project / ".chalice").mkdir()
+    (project / "app.py").write_text(TINY_APP)
+    (project / "requirements.txt").write_text("")
+    (project / ".chalice" / "config.json").write_text(json.dumps(TINY_CONFIG))
+    (project / ".chalice" / "policy.json").write_text(json.dumps(TINY_POLICY))
+    subprocess.run(
+        [chalice, "package", "--pkg-format", "terraform", "--stage", "deploy", "out"],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+    )
+    template: dict[str, Any] = json.loads((project / "out" / "chalice.tf.json").read_text())
+    return template
+
+
+def test_generated_template_still_has_what_the_step_fixes(generated: dict[str, Any]) -> None:
+    # If Chalice stops writing these, the post-process step may no longer be needed.
+    assert "< 1.4.0" in generated["terraform"]["required_version"]
+    assert "< 5" in generated["terraform"]["required_providers"]["aws"]["version"]
+    assert "null_data_source" in generated["data"]
+    assert generated["resource"]["aws_api_gateway_deployment"]["rest_api"]["stage_name"] == "api"
+
+
+def test_version_pins_allow_current_terraform_and_provider_5(generated: dict[str, Any]) -> None:
+    terraform = make_compatible(generated)["terraform"]
+    assert terraform["required_version"] == REQUIRED_TERRAFORM == ">= 1.5.0"
+    assert terraform["required_providers"] == {
+        "aws": {"source": "hashicorp/aws", "version": REQUIRED_AWS_PROVIDER}
+    }
+    assert REQUIRED_AWS_PROVIDER == ">= 5.0, < 6.0"
+
+
+def test_null_data_source_is_gone(generated: dict[str, Any]) -> None:
+    result = make_compatible(generated)
+    assert "null" not in json.dumps(result["terraform"])
+    assert "null_data_source" not in json.dumps(result)
+    assert set(result["data"]) == {"aws_caller_identity", "aws_partition", "aws_region"}
+
+
+def test_a_reference_to_null_data_source_is_refused(generated: dict[str, Any]) -> None:
+    template = copy.deepcopy(generated)
+    template["output"]["App"] = {"value": "${data.null_data_source.chalice.outputs.app}"}
+    with pytest.raises(TemplateError, match="null_data_source"):
+        make_compatible(template)
+
+
+def test_api_stage_is_its_own_resource(generated: dict[str, Any]) -> None:
+    result = make_compatible(generated)
+    deployment = result["resource"]["aws_api_gateway_deployment"]["rest_api"]
+    assert "stage_name" not in deployment
+    assert "stage_description" not in deployment
+    assert deployment["triggers"] == {"redeployment": "${md5(local.chalice_api_swagger)}"}
+    assert deployment["lifecycle"] == {"create_before_destroy": True}
+    assert result["resource"]["aws_api_gateway_stage"]["rest_api"] == {
+        "stage_name": "api",
+        "rest_api_id": "${aws_api_gateway_rest_api.rest_api.id}",
+        "deployment_id": "${aws_api_gateway_deployment.rest_api.id}",
+    }
+    assert result["output"]["EndpointURL"] == {
+        "value": "${aws_api_gateway_stage.rest_api.invoke_url}"
+    }
+    assert "aws_api_gateway_deployment" not in json.dumps(result["output"])
+
+
+def test_config_variables_become_module_variables(generated: dict[str, Any]) -> None:
+    result = make_compatible(generated)
+    # bucket_name from the environment, bucket_arn from inside the policy JSON string
+    assert result["variable"] == {
+        "bucket_arn": {"type": "string"},
+        "bucket_name": {"type": "string"},
+    }
+    function = result["resource"]["aws_lambda_function"]["api_handler"]
+    assert function["environment"]["variables"] == {
+        "BUCKET_NAME": "${var.bucket_name}",
+        "FIXED": "1",
+    }
+    policy = json.loads(result["resource"]["aws_iam_role_policy"]["api_handler_role"]["policy"])
+    assert policy == TINY_POLICY
+
+
+def test_input_is_not_modified_and_step_is_idempotent(generated: dict[str, Any]) -> None:
+    before = copy.deepcopy(generated)
+    once = make_compatible(generated)
+    assert generated == before
+    assert make_compatible(once) == once
+
+
+def test_template_without_terraform_block_is_refused(generated: dict[str, Any]) -> None:
+    template = copy.deepcopy(generated)
+    del template["terraform"]
+    with pytest.raises(TemplateError, match="terraform"):
+        make_compatible(template)
+
+
+def test_cli_rewrites_in_place(generated: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "chalice.tf.json"
+    path.write_text(json.dumps(generated))
+    assert main([str(path)]) == 0
+    assert json.loads(path.read_text()) == make_compatible(generated)
+
+
+def test_cli_reports_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "chalice.tf.json"
+    path.write_text(json.dumps({"resource": {}}))
+    assert main([str(path)]) == 1
+    assert "no 'terraform' block" in capsys.readouterr().err
+    assert json.loads(path.read_text()) == {"resource": {}}
