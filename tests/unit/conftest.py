@@ -1,0 +1,121 @@
+"""Unit fixtures: the Chalice test client over moto's in-process AWS (``mock_aws``).
+
+Each test gets a fresh bucket and table created from ``chalicelib.schema``, and an
+``ImageService`` built from its own boto3 clients and installed with
+``app.use_service`` (the same injection point production uses).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from chalice.test import Client
+from moto import mock_aws
+from PIL import Image
+from urllib3 import encode_multipart_formdata
+
+import app as app_module
+from chalicelib.config import Settings
+from chalicelib.schema import create_table
+from chalicelib.service import AwsClients, ImageService
+
+BUCKET = "unit-test-images"
+TABLE = "unit-test-images"
+
+
+class FixedClock:
+    """A clock tests move by hand; each call advances it by one millisecond so that
+    uploads in one test get distinct, increasing ``created_at`` values."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(milliseconds=1)
+        return self.now
+
+
+def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (32, 24), **save: Any) -> bytes:
+    """A real image encoded by Pillow (``fmt`` is a Pillow format name)."""
+    mode = "RGBA" if fmt in ("PNG", "WEBP") else "RGB"
+    buffer = io.BytesIO()
+    Image.new(mode, size, (200, 30, 60)).save(buffer, fmt, **save)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(bucket_name=BUCKET, table_name=TABLE, token_secret="t" * 32,
+                    max_image_bytes=256 * 1024, max_image_pixels=4_000_000)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(datetime(2026, 11, 21, 10, 30, tzinfo=UTC))
+
+
+@pytest.fixture
+def service(aws: None, settings: Settings, clock: FixedClock) -> ImageService:
+    clients = AwsClients.from_settings(settings)
+    built = ImageService.from_settings(settings, clients)
+    service = ImageService(built.storage, built.metadata, settings, clock=clock)
+    service.storage.create_bucket()
+    create_table(clients.dynamodb, TABLE)
+    return service
+
+
+@pytest.fixture
+def s3(aws: None) -> Any:
+    return boto3.client("s3")
+
+
+@pytest.fixture
+def client(service: ImageService) -> Iterator[Client]:
+    app_module.use_service(service)
+    with Client(app_module.app) as test_client:
+        yield test_client
+    app_module.use_service(None)
+
+
+def post_json(client: Client, body: dict[str, Any], path: str = "/images",
+              headers: dict[str, str] | None = None) -> Any:
+    """POST ``body`` as JSON."""
+    return client.http.post(path, headers={"Content-Type": "application/json", **(headers or {})},
+                            body=json.dumps(body))
+
+
+def post_form(client: Client, fields: list[tuple[str, Any]], path: str = "/images",
+              headers: dict[str, str] | None = None) -> Any:
+    """POST ``fields`` as multipart/form-data; a file is ``(name, (filename, bytes, type))``."""
+    body, content_type = encode_multipart_formdata(fields)
+    return client.http.post(path, headers={"Content-Type": content_type, **(headers or {})},
+                            body=body)
+
+
+def upload(client: Client, user_id: str = "alice", data: bytes | None = None,
+           **fields: Any) -> dict[str, Any]:
+    """Upload through the JSON form and return the created record (asserts 201)."""
+    body = {"image_base64": base64.b64encode(data or image_bytes()).decode(),
+            "filename": "photo.png", "user_id": user_id, **fields}
+    response = post_json(client, body)
+    assert response.status_code == 201, response.body
+    record: dict[str, Any] = response.json_body
+    return record
