@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test unit integration deploy-test lint bench reconcile up deploy destroy url down clean
+.PHONY: help install run test unit integration deploy-test lint bench reconcile up package deploy destroy url down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,50 @@ lint: install ## ruff + mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# --- Deploy: LocalStack via tflocal (the same infra/ deploys to AWS with plain terraform) ---
+STAGE ?= localstack
+REGION ?= us-east-1
+LOCALSTACK_URL ?= http://localhost:4566
+TF_DIR := infra
+PACKAGED := $(TF_DIR)/chalice/chalice.tf.json
+# `terraform init` uses a local provider mirror when TF_PLUGIN_DIR is set (offline machines).
+TF_INIT_FLAGS := -input=false $(if $(TF_PLUGIN_DIR),-plugin-dir=$(TF_PLUGIN_DIR))
+# LocalStack state lives in its own workspace, so infra/ can also hold a real AWS deploy.
+LOCALSTACK_TF := TF_WORKSPACE=localstack AWS_ENDPOINT_URL=$(LOCALSTACK_URL) AWS_DEFAULT_REGION=$(REGION) DISABLE_DEPRECATION_NOTICE=1
+TF_VARS := -input=false -var-file=localstack.tfvars -var stage=$(STAGE) -var region=$(REGION)
+# TOKEN_SECRET: the caller's TF_VAR_token_secret, else the one generated into infra/.token_secret.
+WITH_SECRET := TF_VAR_token_secret="$${TF_VAR_token_secret:-$$(cat .token_secret)}"
+
+up: ## start LocalStack (docker compose) and wait until it is healthy
+	docker compose up -d --wait localstack
+	curl -fsS $(LOCALSTACK_URL)/_localstack/health > /dev/null
+
+package: install ## chalice package --pkg-format terraform into infra/chalice, then post-process it
+	rm -rf $(TF_DIR)/chalice
+	AWS_DEFAULT_REGION=$(REGION) $(BIN)/chalice package --pkg-format terraform --stage $(STAGE) $(TF_DIR)/chalice
+	$(BIN)/python -m scripts.package_terraform $(PACKAGED)
+
+$(PACKAGED):
+	$(MAKE) package
+
+$(TF_DIR)/.token_secret:
+	umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(48))' > $@
+
+deploy: package $(TF_DIR)/.token_secret ## package the app and apply infra/ to LocalStack with tflocal (after `make up`)
+	cd $(TF_DIR) && $(LOCALSTACK_TF) $(abspath $(BIN))/tflocal init $(TF_INIT_FLAGS)
+	cd $(TF_DIR) && $(LOCALSTACK_TF) $(WITH_SECRET) $(abspath $(BIN))/tflocal apply -auto-approve $(TF_VARS)
+	@echo "API: $$(cd $(TF_DIR) && TF_WORKSPACE=localstack terraform output -raw api_url 2>/dev/null)"
+
+destroy: | $(PACKAGED) $(TF_DIR)/.token_secret ## destroy the LocalStack deployment (tflocal destroy)
+	cd $(TF_DIR) && $(LOCALSTACK_TF) $(abspath $(BIN))/tflocal init $(TF_INIT_FLAGS)
+	cd $(TF_DIR) && $(LOCALSTACK_TF) $(WITH_SECRET) $(abspath $(BIN))/tflocal destroy -auto-approve $(TF_VARS)
+
+url: ## print the deployed API's base URL (LocalStack's execute-api URL)
+	@cd $(TF_DIR) && TF_WORKSPACE=localstack terraform output -raw api_url 2>/dev/null && echo
+
+down: ## stop LocalStack and drop its state
+	docker compose down
 
 clean: ## remove build output
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
