@@ -52,8 +52,13 @@ def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (32, 24), **save: Any)
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(bucket_name=BUCKET, table_name=TABLE, token_secret="t" * 32,
-                    max_image_bytes=256 * 1024, max_image_pixels=4_000_000)
+    return Settings(
+        bucket_name=BUCKET,
+        table_name=TABLE,
+        token_secret="t" * 32,
+        max_image_bytes=256 * 1024,
+        max_image_pixels=4_000_000,
+    )
 
 
 @pytest.fixture
@@ -95,26 +100,41 @@ def client(service: ImageService) -> Iterator[Client]:
     app_module.use_service(None)
 
 
-def post_json(client: Client, body: dict[str, Any], path: str = "/images",
-              headers: dict[str, str] | None = None) -> Any:
+def post_json(
+    client: Client,
+    body: dict[str, Any],
+    path: str = "/images",
+    headers: dict[str, str] | None = None,
+) -> Any:
     """POST ``body`` as JSON."""
-    return client.http.post(path, headers={"Content-Type": "application/json", **(headers or {})},
-                            body=json.dumps(body))
+    return client.http.post(
+        path, headers={"Content-Type": "application/json", **(headers or {})}, body=json.dumps(body)
+    )
 
 
-def post_form(client: Client, fields: list[tuple[str, Any]], path: str = "/images",
-              headers: dict[str, str] | None = None) -> Any:
+def post_form(
+    client: Client,
+    fields: list[tuple[str, Any]],
+    path: str = "/images",
+    headers: dict[str, str] | None = None,
+) -> Any:
     """POST ``fields`` as multipart/form-data; a file is ``(name, (filename, bytes, type))``."""
     body, content_type = encode_multipart_formdata(fields)
-    return client.http.post(path, headers={"Content-Type": content_type, **(headers or {})},
-                            body=body)
+    return client.http.post(
+        path, headers={"Content-Type": content_type, **(headers or {})}, body=body
+    )
 
 
-def upload(client: Client, user_id: str = "alice", data: bytes | None = None,
-           **fields: Any) -> dict[str, Any]:
+def upload(
+    client: Client, user_id: str = "alice", data: bytes | None = None, **fields: Any
+) -> dict[str, Any]:
     """Upload through the JSON form and return the created record (asserts 201)."""
-    body = {"image_base64": base64.b64encode(data or image_bytes()).decode(),
-            "filename": "photo.png", "user_id": user_id, **fields}
+    body = {
+        "image_base64": base64.b64encode(data or image_bytes()).decode(),
+        "filename": "photo.png",
+        "user_id": user_id,
+        **fields,
+    }
     response = post_json(client, body)
     assert response.status_code == 201, response.body
     record: dict[str, Any] = response.json_body

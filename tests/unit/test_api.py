@@ -12,8 +12,20 @@ import boto3
 from tests.unit.conftest import BUCKET, TABLE, image_bytes, post_form, post_json, upload
 
 RECORD_FIELDS = {
-    "image_id", "user_id", "title", "description", "tags", "metadata", "filename",
-    "content_type", "size_bytes", "width", "height", "sha256", "s3_key", "created_at",
+    "image_id",
+    "user_id",
+    "title",
+    "description",
+    "tags",
+    "metadata",
+    "filename",
+    "content_type",
+    "size_bytes",
+    "width",
+    "height",
+    "sha256",
+    "s3_key",
+    "created_at",
     "updated_at",
 }
 
@@ -28,12 +40,19 @@ def _table_items() -> list[dict]:
 
 def test_json_upload_stores_bytes_and_returns_the_record(client, s3):
     data = image_bytes("JPEG", (64, 48))
-    response = post_json(client, {
-        "image_base64": base64.b64encode(data).decode(), "filename": "beach.jpg",
-        "content_type": "image/jpeg", "user_id": "alice", "title": "Beach day",
-        "description": "Waves", "tags": ["Beach", "summer"],
-        "metadata": {"caption": "hello", "camera": "X100"},
-    })
+    response = post_json(
+        client,
+        {
+            "image_base64": base64.b64encode(data).decode(),
+            "filename": "beach.jpg",
+            "content_type": "image/jpeg",
+            "user_id": "alice",
+            "title": "Beach day",
+            "description": "Waves",
+            "tags": ["Beach", "summer"],
+            "metadata": {"caption": "hello", "camera": "X100"},
+        },
+    )
 
     assert response.status_code == 201
     record = response.json_body
@@ -53,12 +72,18 @@ def test_json_upload_stores_bytes_and_returns_the_record(client, s3):
 
 def test_multipart_upload_with_every_field(client, s3):
     data = image_bytes("WEBP", (20, 10))
-    response = post_form(client, [
-        ("user_id", "bob"), ("title", "Cat"), ("description", "A cat"),
-        ("tags", "Cat, pets"), ("tags", "indoor"),
-        ("metadata", json.dumps({"camera": "Pixel"})),
-        ("file", ("cat.webp", data, "image/webp")),
-    ])
+    response = post_form(
+        client,
+        [
+            ("user_id", "bob"),
+            ("title", "Cat"),
+            ("description", "A cat"),
+            ("tags", "Cat, pets"),
+            ("tags", "indoor"),
+            ("metadata", json.dumps({"camera": "Pixel"})),
+            ("file", ("cat.webp", data, "image/webp")),
+        ],
+    )
 
     assert response.status_code == 201, response.body
     record = response.json_body
@@ -101,8 +126,7 @@ def test_view_returns_record_and_presigned_url(client):
 def test_view_expires_in_and_download_disposition(client):
     record = upload(client, filename="Ünïcode photo.png")
 
-    body = client.http.get(
-        f"/images/{record['image_id']}?expires_in=120&download=true").json_body
+    body = client.http.get(f"/images/{record['image_id']}?expires_in=120&download=true").json_body
 
     params = _query(body["download_url"])
     assert body["expires_in"] == 120
@@ -130,8 +154,9 @@ def test_download_redirects_to_an_attachment_url(client):
     assert response.status_code == 302
     location = response.headers["Location"]
     assert urlparse(location).path.endswith(record["s3_key"])
-    assert 'attachment; filename="cat.png"' in unquote(_query(location)[
-        "response-content-disposition"])
+    assert 'attachment; filename="cat.png"' in unquote(
+        _query(location)["response-content-disposition"]
+    )
 
 
 def test_download_unknown_id_is_404(client):
@@ -144,8 +169,7 @@ def test_download_unknown_id_is_404(client):
 def test_delete_by_owner_removes_object_and_every_item(client, s3):
     record = upload(client, tags=["a", "b"])
 
-    response = client.http.delete(f"/images/{record['image_id']}",
-                                  headers={"X-User-Id": "alice"})
+    response = client.http.delete(f"/images/{record['image_id']}", headers={"X-User-Id": "alice"})
 
     assert response.status_code == 200
     assert response.json_body == {"message": "Image deleted", "image_id": record["image_id"]}
@@ -159,9 +183,11 @@ def test_delete_identity_from_query_or_json_body(client):
     first, second = upload(client), upload(client)
 
     by_query = client.http.delete(f"/images/{first['image_id']}?user_id=alice")
-    by_body = client.http.delete(f"/images/{second['image_id']}",
-                                 headers={"Content-Type": "application/json"},
-                                 body=json.dumps({"user_id": "alice"}))
+    by_body = client.http.delete(
+        f"/images/{second['image_id']}",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps({"user_id": "alice"}),
+    )
 
     assert (by_query.status_code, by_body.status_code) == (200, 200)
 
@@ -180,8 +206,7 @@ def test_delete_without_identity_is_401(client):
 def test_delete_by_another_user_is_403_and_deletes_nothing(client, s3):
     record = upload(client, tags=["a"])
 
-    response = client.http.delete(f"/images/{record['image_id']}",
-                                  headers={"X-User-Id": "mallory"})
+    response = client.http.delete(f"/images/{record['image_id']}", headers={"X-User-Id": "mallory"})
 
     assert response.status_code == 403
     assert response.json_body["Code"] == "ForbiddenError"
@@ -190,8 +215,9 @@ def test_delete_by_another_user_is_403_and_deletes_nothing(client, s3):
 
 
 def test_delete_unknown_id_is_404(client):
-    response = client.http.delete("/images/7f1c1f5e-0000-4000-8000-000000000000",
-                                  headers={"X-User-Id": "alice"})
+    response = client.http.delete(
+        "/images/7f1c1f5e-0000-4000-8000-000000000000", headers={"X-User-Id": "alice"}
+    )
 
     assert response.status_code == 404
     assert response.json_body["Code"] == "NotFoundError"

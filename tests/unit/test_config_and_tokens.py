@@ -1,0 +1,77 @@
+"""Settings from the environment, and pagination tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.config import ConfigurationError, Settings
+from chalicelib.errors import InvalidInputError
+from chalicelib.pagination import PageTokenCodec
+
+BASE = {"BUCKET_NAME": "b", "TABLE_NAME": "t", "TOKEN_SECRET": "s" * 32}
+CURSOR = "2026-11-21T10:30:00.123Z#7f1c1f5e-0000-4000-8000-000000000000"
+
+
+def test_settings_defaults():
+    settings = Settings.from_env(BASE)
+
+    assert settings.max_image_bytes == 10 * 1024 * 1024
+    assert settings.url_expires_seconds == 900
+    assert settings.s3_public_endpoint_url is None
+    assert settings.auth_enabled is False
+
+
+def test_settings_read_every_variable():
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "MAX_IMAGE_BYTES": "5",
+            "MAX_IMAGE_PIXELS": "6",
+            "URL_EXPIRES_SECONDS": "7",
+            "AUTH_ENABLED": "true",
+            "S3_PUBLIC_ENDPOINT_URL": "http://localhost:4566",
+        }
+    )
+
+    assert (settings.max_image_bytes, settings.max_image_pixels, settings.url_expires_seconds) == (
+        5,
+        6,
+        7,
+    )
+    assert settings.s3_public_endpoint_url == "http://localhost:4566"
+    assert settings.auth_enabled is True
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"BUCKET_NAME": ""}, "BUCKET_NAME"),
+        ({"TABLE_NAME": " "}, "TABLE_NAME"),
+        ({"TOKEN_SECRET": "short"}, "TOKEN_SECRET"),
+        ({"MAX_IMAGE_BYTES": "ten"}, "MAX_IMAGE_BYTES"),
+        ({"URL_EXPIRES_SECONDS": "0"}, "URL_EXPIRES_SECONDS"),
+    ],
+)
+def test_settings_refuse_bad_values(change, named):
+    with pytest.raises(ConfigurationError, match=named):
+        Settings.from_env({**BASE, **change})
+
+
+def test_token_round_trip():
+    codec = PageTokenCodec("k" * 32)
+
+    assert codec.decode(codec.encode(CURSOR, {"user_id": "a"}), {"user_id": "a"}) == CURSOR
+
+
+def test_token_signed_with_another_secret_is_refused():
+    token = PageTokenCodec("a" * 32).encode(CURSOR, {})
+
+    with pytest.raises(InvalidInputError, match="next_token"):
+        PageTokenCodec("b" * 32).decode(token, {})
+
+
+def test_token_for_other_filters_is_refused():
+    codec = PageTokenCodec("k" * 32)
+
+    with pytest.raises(InvalidInputError, match="other filters"):
+        codec.decode(codec.encode(CURSOR, {"tags": ["a"]}), {"tags": ["b"]})
