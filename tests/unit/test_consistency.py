@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from chalicelib.errors import NotOwnerError
 from chalicelib.reconcile import reconcile
 from chalicelib.service import ImageService
-from tests.unit.conftest import BUCKET, TABLE, image_bytes, upload
+from tests.unit.conftest import BUCKET, TABLE, image_bytes, post_json, upload
 
 
 def _fail(operation: str) -> Any:
@@ -23,6 +23,10 @@ def _fail(operation: str) -> Any:
         )
 
     return raise_error
+
+
+def _encoded_image() -> str:
+    return base64.b64encode(image_bytes()).decode()
 
 
 def _image_items() -> list[dict]:
@@ -37,11 +41,8 @@ def test_failed_metadata_write_deletes_the_object(
         service.metadata._dynamodb, "transact_write_items", _fail("TransactWriteItems")
     )
 
-    response = client.http.post(
-        "/images",
-        headers={"Content-Type": "application/json"},
-        body='{"image_base64": "%s", "user_id": "alice", "tags": ["a"]}'
-        % base64.b64encode(image_bytes()).decode(),
+    response = post_json(
+        client, {"image_base64": _encoded_image(), "user_id": "alice", "tags": ["a"]}
     )
 
     assert response.status_code == 500
@@ -55,12 +56,7 @@ def test_failed_object_write_writes_no_metadata(
 ):
     monkeypatch.setattr(service.storage._s3, "put_object", _fail("PutObject"))
 
-    response = client.http.post(
-        "/images",
-        headers={"Content-Type": "application/json"},
-        body='{"image_base64": "%s", "user_id": "alice"}'
-        % base64.b64encode(image_bytes()).decode(),
-    )
+    response = post_json(client, {"image_base64": _encoded_image(), "user_id": "alice"})
 
     assert response.status_code == 500
     assert s3.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 0
