@@ -28,8 +28,9 @@ def free_port() -> int:
         return port
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None,
-                  timeout: float = 30.0) -> None:
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes] | None = None, timeout: float = 30.0
+) -> None:
     """Poll until something accepts TCP connections on 127.0.0.1:``port``.
 
     Raises:
@@ -38,7 +39,9 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None,
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before port {port} opened")
+            raise RuntimeError(
+                f"process exited with {process.returncode} before port {port} opened"
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
@@ -77,7 +80,9 @@ def start_moto_server(port: int | None = None, quiet: bool = True) -> MotoServer
     env = {**os.environ, **{k: os.environ.get(k, v) for k, v in DUMMY_CREDENTIALS.items()}}
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=output, stderr=output, env=env,
+        stdout=output,
+        stderr=output,
+        env=env,
     )
     try:
         wait_for_port(port, process)
