@@ -1,0 +1,157 @@
+"""``make run``'s script (``python -m scripts.run_local``) as a user runs it.
+
+Started without ``AWS_ENDPOINT_URL``, it must start moto itself, create the bucket and
+table, serve ``/health``, and leave no process behind after Ctrl-C; it must exit
+non-zero when ``chalice local`` dies. Process trees are read from ``/proc`` (Linux).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from chalicelib.schema import table_definition
+from scripts.emulator import DUMMY_CREDENTIALS, MotoServer, free_port, wait_for_port
+from scripts.run_local import ensure_resources, stage_environment
+from tests.integration.support import (
+    command_line,
+    descendants,
+    is_running,
+    require_tools,
+    start_run_local,
+    stop_run_local,
+)
+
+pytestmark = pytest.mark.integration
+
+BANNER = re.compile(
+    r"Image service API: (?P<api>http://\S+) .* AWS emulator: (?P<endpoint>http://\S+) "
+    r"\(moto server, pid (?P<pid>\d+)\)"
+)
+
+
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    require_tools()
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs /proc to inspect child processes (Linux)")
+
+
+def wait_for_banner(log_path: Path, timeout: float = 10.0) -> re.Match[str]:
+    """Poll ``log_path`` until run_local's banner line appears; return its match."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = BANNER.search(log_path.read_text())
+        if match:
+            return match
+        time.sleep(0.05)
+    raise AssertionError(f"no banner in run_local's output:\n{log_path.read_text()}")
+
+
+def accepts_connections(url: str) -> bool:
+    """Whether something listens at ``http://host:port`` of ``url``."""
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def aws_client(service: str, endpoint_url: str) -> Any:
+    """A boto3 client for the emulator at ``endpoint_url`` with dummy credentials."""
+    make_client: Any = boto3.client  # its overloads want a literal service name
+    return make_client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=DUMMY_CREDENTIALS["AWS_DEFAULT_REGION"],
+        aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Path:
+    """Where run_local's output goes."""
+    return tmp_path / "run_local.log"
+
+
+def test_make_run_starts_moto_creates_resources_serves_and_stops_cleanly(log_path: Path) -> None:
+    port = free_port()
+    process = start_run_local(port, log_path)  # exactly `make run`: autoreload on
+    try:
+        wait_for_port(port, process, timeout=60)
+        banner = wait_for_banner(log_path)
+        assert banner["api"] == f"http://127.0.0.1:{port}"
+        endpoint, moto_pid = banner["endpoint"], int(banner["pid"])
+        children = descendants(process.pid)
+        assert moto_pid in children
+        assert any("chalice local" in command_line(pid) for pid in children), children
+
+        config = stage_environment("dev")
+        aws_client("s3", endpoint).head_bucket(Bucket=config["BUCKET_NAME"])
+        table = aws_client("dynamodb", endpoint).describe_table(TableName=config["TABLE_NAME"])
+        expected = table_definition(config["TABLE_NAME"])
+        assert table["Table"]["TableStatus"] == "ACTIVE"
+        assert table["Table"]["KeySchema"] == expected["KeySchema"]
+        assert sorted(index["IndexName"] for index in table["Table"]["GlobalSecondaryIndexes"]) == [
+            index["IndexName"] for index in expected["GlobalSecondaryIndexes"]
+        ]
+
+        health = requests.get(f"{banner['api']}/health", timeout=30)
+        assert health.status_code == 200
+        assert health.json() == {"status": "ok"}
+    finally:
+        returncode = stop_run_local(process)  # Ctrl-C
+
+    assert returncode == 0, log_path.read_text()
+    assert [pid for pid in children if is_running(pid)] == []  # no orphan moto or chalice
+    assert not accepts_connections(endpoint)
+    assert not accepts_connections(f"http://127.0.0.1:{port}")
+
+
+def test_make_run_exits_nonzero_when_chalice_local_dies(log_path: Path) -> None:
+    port = free_port()
+    process = start_run_local(port, log_path, "--no-autoreload")
+    try:
+        wait_for_port(port, process, timeout=60)
+        wait_for_banner(log_path)  # run_local is supervising now
+        children = descendants(process.pid)
+        (chalice_pid,) = [pid for pid in children if "chalice local" in command_line(pid)]
+        os.kill(chalice_pid, signal.SIGKILL)
+        returncode = process.wait(timeout=30)
+    finally:
+        stop_run_local(process)
+
+    assert returncode != 0
+    assert "run_local: chalice local exited (-9)" in log_path.read_text()
+    assert [pid for pid in children if is_running(pid)] == []  # moto was stopped too
+
+
+def test_make_run_refuses_a_port_in_use(log_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        process = start_run_local(port, log_path)
+        returncode = process.wait(timeout=30)
+    assert returncode == 1
+    assert f"port {port} is in use" in log_path.read_text()
+
+
+def test_ensure_resources_is_idempotent(moto_server: MotoServer) -> None:
+    bucket, table = "idempotent-bucket", "idempotent-table"
+    for _ in range(2):
+        ensure_resources(moto_server.endpoint_url, bucket, table)
+    aws_client("s3", moto_server.endpoint_url).head_bucket(Bucket=bucket)
+    described = aws_client("dynamodb", moto_server.endpoint_url).describe_table(TableName=table)
+    assert described["Table"]["TableStatus"] == "ACTIVE"
