@@ -35,7 +35,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.schema import create_table
 from scripts.emulator import DUMMY_CREDENTIALS, MotoServer, start_moto_server, wait_for_port
@@ -204,7 +204,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             endpoint_url = moto.endpoint_url
             emulator = f"{endpoint_url} (moto server, pid {moto.process.pid})"
         bucket, table = stage_env["BUCKET_NAME"], stage_env["TABLE_NAME"]
-        ensure_resources(endpoint_url, bucket, table)
+        try:
+            ensure_resources(endpoint_url, bucket, table)
+        except (BotoCoreError, ClientError) as error:
+            print(
+                f"run_local: cannot create {bucket}/{table} at {endpoint_url}: {error}",
+                file=sys.stderr,
+            )
+            return 1
         chalice = subprocess.Popen(
             chalice_command(args.port, args.stage, args.autoreload),
             cwd=PROJECT_DIR,
@@ -233,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return 1
                 continue
             print(f"run_local: chalice local exited ({returncode})", file=sys.stderr)
-            return returncode or 1
+            return returncode if returncode > 0 else 1
     except KeyboardInterrupt:
         return 0
     finally:
