@@ -31,13 +31,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.schema import create_table
+from chalicelib.storage import ImageStorage
 from scripts.emulator import DUMMY_CREDENTIALS, MotoServer, start_moto_server, wait_for_port
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -87,9 +87,10 @@ def ensure_resources(
 ) -> None:
     """Create the S3 bucket and the DynamoDB table at ``endpoint_url`` if missing.
 
-    The table comes from :func:`chalicelib.schema.create_table`, the one schema
-    definition. Safe to call again: existing resources are left as they are.
-    Credentials and region come from :func:`aws_environment` applied to ``environ``.
+    The table comes from :func:`chalicelib.schema.create_table` (the one schema
+    definition), the bucket from :meth:`chalicelib.storage.ImageStorage.create_bucket`.
+    Safe to call again: existing resources are left as they are. Credentials and region
+    come from :func:`aws_environment` applied to ``environ``.
     """
     env = aws_environment(endpoint_url, environ)
     region = env.get("AWS_REGION") or env["AWS_DEFAULT_REGION"]
@@ -103,17 +104,7 @@ def ensure_resources(
     s3 = session.client(
         "s3", endpoint_url=endpoint_url, config=Config(s3={"addressing_style": "path"})
     )
-    create_args: dict[str, Any] = {"Bucket": bucket}
-    if region != "us-east-1":
-        create_args["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    try:
-        s3.create_bucket(**create_args)
-    except ClientError as error:
-        if error.response["Error"]["Code"] not in (
-            "BucketAlreadyOwnedByYou",
-            "BucketAlreadyExists",
-        ):
-            raise
+    ImageStorage(s3, bucket).create_bucket()
     create_table(session.client("dynamodb", endpoint_url=endpoint_url), table)
 
 

@@ -16,18 +16,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import boto3
 import pytest
 
 from scripts.emulator import (
-    DUMMY_CREDENTIALS,
     MotoServer,
     free_port,
     start_moto_server,
     wait_for_port,
 )
 from scripts.run_local import stage_environment
-from tests.integration.support import Stack, require_tools, start_run_local, stop_run_local
+from tests.integration.support import (
+    Stack,
+    aws_client,
+    require_tools,
+    start_run_local,
+    stop_run_local,
+)
 
 
 @pytest.fixture(scope="session")
@@ -56,19 +60,12 @@ def stack(moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> 
         stop_run_local(process)
         pytest.fail(f"run_local did not serve: {error}\n{log_path.read_text()}")
     config = stage_environment("dev")
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=moto_server.endpoint_url,
-        region_name=DUMMY_CREDENTIALS["AWS_DEFAULT_REGION"],
-        aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
     yield Stack(
         base_url=f"http://127.0.0.1:{port}",
         endpoint_url=moto_server.endpoint_url,
         bucket=config["BUCKET_NAME"],
         table=config["TABLE_NAME"],
-        s3=s3,
+        s3=aws_client("s3", moto_server.endpoint_url),
         log_path=log_path,
     )
     returncode = stop_run_local(process)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
 from scripts.emulator import DUMMY_CREDENTIALS
@@ -32,6 +33,18 @@ def child_environment(**extra: str) -> dict[str, str]:
     env.update(DUMMY_CREDENTIALS)
     env.update(extra)
     return env
+
+
+def aws_client(service: str, endpoint_url: str) -> Any:
+    """A boto3 client for the emulator at ``endpoint_url``, with the dummy credentials."""
+    make_client: Any = boto3.client  # its overloads want a literal service name
+    return make_client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=DUMMY_CREDENTIALS["AWS_DEFAULT_REGION"],
+        aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 def require_tools() -> None:

@@ -13,16 +13,15 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
 import requests
 
 from chalicelib.schema import table_definition
-from scripts.emulator import DUMMY_CREDENTIALS, MotoServer, free_port, wait_for_port
+from scripts.emulator import MotoServer, free_port, wait_for_port
 from scripts.run_local import ensure_resources, stage_environment
 from tests.integration.support import (
+    aws_client,
     command_line,
     descendants,
     is_running,
@@ -65,18 +64,6 @@ def accepts_connections(url: str) -> bool:
             return True
     except OSError:
         return False
-
-
-def aws_client(service: str, endpoint_url: str) -> Any:
-    """A boto3 client for the emulator at ``endpoint_url`` with dummy credentials."""
-    make_client: Any = boto3.client  # its overloads want a literal service name
-    return make_client(
-        service,
-        endpoint_url=endpoint_url,
-        region_name=DUMMY_CREDENTIALS["AWS_DEFAULT_REGION"],
-        aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
 
 
 @pytest.fixture
