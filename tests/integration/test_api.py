@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 TIMEOUT = 30  # seconds, for every HTTP call
 
-# (source, name, bytes maker, sniffed content type, width x height)
+# (source: Pillow-generated or committed fixture, filename, sniffed content type, (width, height))
 IMAGES: list[tuple[str, str, str, tuple[int, int]]] = [
     ("generated", "generated.jpg", "image/jpeg", (64, 48)),
     ("generated", "generated.png", "image/png", (33, 17)),
@@ -73,15 +73,20 @@ def upload_json(stack: Stack, document: dict[str, Any], path: str = "/images") -
 
 
 def upload(
-    stack: Stack, user_id: str, tags: list[str], title: str = "", data: bytes | None = None
+    stack: Stack,
+    user_id: str,
+    tags: list[str],
+    title: str = "",
+    data: bytes | None = None,
+    filename: str = "small.png",
 ) -> dict[str, Any]:
-    """Upload a small PNG as JSON and return the created record (asserting 201)."""
+    """Upload ``data`` (default: a small PNG) as JSON; return the record (asserting 201)."""
     data = data or make_image("PNG", (8, 8))
     response = upload_json(
         stack,
         {
             "image_base64": base64.b64encode(data).decode(),
-            "filename": "small.png",
+            "filename": filename,
             "user_id": user_id,
             "title": title,
             "tags": tags,
@@ -247,12 +252,7 @@ def test_list_filters_pagination_and_presigned_urls(stack: Stack) -> None:
 
 def test_view_options(stack: Stack) -> None:
     data = fixture_bytes("exif.jpg")
-    document = {
-        "image_base64": base64.b64encode(data).decode(),
-        "filename": "holiday photo.jpg",
-        "user_id": new_user(),
-    }
-    record = upload_json(stack, document).json()
+    record = upload(stack, new_user(), [], data=data, filename="holiday photo.jpg")
     path = f"/images/{record['image_id']}"
 
     metadata_only = get_json(stack, path, metadata_only="true")
@@ -275,12 +275,7 @@ def test_view_options(stack: Stack) -> None:
 
 def test_download_redirects_to_an_attachment(stack: Stack) -> None:
     data = fixture_bytes("animated.gif")
-    document = {
-        "image_base64": base64.b64encode(data).decode(),
-        "filename": "dance.gif",
-        "user_id": new_user(),
-    }
-    record = upload_json(stack, document).json()
+    record = upload(stack, new_user(), [], data=data, filename="dance.gif")
 
     redirect = requests.get(
         stack.url(f"/images/{record['image_id']}/download"),
