@@ -73,14 +73,17 @@ $(TF_DIR)/.token_secret:
 deploy: package $(TF_DIR)/.token_secret ## package the app and apply infra/ to LocalStack with tflocal (after `make up`)
 	cd $(TF_DIR) && $(LOCALSTACK_TF) $(abspath $(BIN))/tflocal init $(TF_INIT_FLAGS)
 	cd $(TF_DIR) && $(LOCALSTACK_TF) $(WITH_SECRET) $(abspath $(BIN))/tflocal apply -auto-approve $(TF_VARS)
-	@echo "API: $$(cd $(TF_DIR) && TF_WORKSPACE=localstack terraform output -raw api_url 2>/dev/null)"
+	@echo "API base URL (make url prints it again):"
+	@$(MAKE) -s --no-print-directory url
 
 destroy: | $(PACKAGED) $(TF_DIR)/.token_secret ## destroy the LocalStack deployment (tflocal destroy)
 	cd $(TF_DIR) && $(LOCALSTACK_TF) $(abspath $(BIN))/tflocal init $(TF_INIT_FLAGS)
 	cd $(TF_DIR) && $(LOCALSTACK_TF) $(WITH_SECRET) $(abspath $(BIN))/tflocal destroy -auto-approve $(TF_VARS)
 
 url: ## print the deployed API's base URL (LocalStack's execute-api URL)
-	@cd $(TF_DIR) && TF_WORKSPACE=localstack terraform output -raw api_url 2>/dev/null && echo
+	@url="$$(cd $(TF_DIR) && TF_WORKSPACE=localstack terraform output -no-color -raw api_url 2>/dev/null)"; \
+	case "$$url" in http*) echo "$$url" ;; \
+	  *) echo "no API deployed to LocalStack yet: make up && make deploy" >&2; exit 1 ;; esac
 
 down: ## stop LocalStack and drop its state
 	docker compose down

@@ -33,7 +33,7 @@ import pytest
 import requests
 
 from chalicelib.schema import table_definition
-from tests.deploy.conftest import REGION, Terraform
+from tests.deploy.conftest import INFRA, REGION, Terraform
 
 pytestmark = pytest.mark.deploy
 
@@ -97,6 +97,16 @@ def uploaded_png() -> bytes:
     body = base64.b64decode(load_event("apigw_rest_post_images_multipart.json")["body"])
     start = body.index(b"\x89PNG")
     return body[start : body.index(b"IEND") + 8]
+
+
+def test_terraform_files_are_formatted(terraform: Terraform) -> None:
+    result = subprocess.run(
+        [terraform.terraform, "fmt", "-check", "-diff", "-no-color", str(INFRA)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"terraform fmt infra/ would change:\n{result.stdout}"
 
 
 def test_validate_full_configuration(terraform: Terraform) -> None:
