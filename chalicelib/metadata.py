@@ -214,27 +214,25 @@ class ImageMetadataStore:
         Reads one item more than the page to know whether another page exists, so a
         page is full unless the result set is exhausted.
         """
-        counter = _Counter()
-        matches = islice(self._matches(query, after, counter), query.limit + 1)
+        budget = _Budget(wanted=query.limit + 1)
+        matches = islice(self._matches(query, after, budget), query.limit + 1)
         records = [_record(item) for item in matches]
         more = len(records) > query.limit
         records = records[: query.limit]
         cursor = records[-1].sort_key if more and records else None
-        return ListPage(records=records, cursor=cursor, items_read=counter.items)
+        return ListPage(records=records, cursor=cursor, items_read=budget.items_read)
 
     def _matches(
-        self, query: ListQuery, after: str | None, counter: _Counter
+        self, query: ListQuery, after: str | None, budget: _Budget
     ) -> Iterator[dict[str, Any]]:
         filters = _filters(query)
         low = query.created_from or _SORT_KEY_START
         high = (query.created_to or "9999") + _SORT_KEY_END
         if after is not None:
             high = min(high, after)
-        batch = query.limit + 1
         if query.user_id is not None:
             yield from self._query(
-                counter,
-                batch,
+                budget,
                 filters,
                 index=GSI1_NAME,
                 partition=(GSI1_PARTITION_KEY, f"USER#{query.user_id}"),
@@ -245,8 +243,7 @@ class ImageMetadataStore:
             )
         elif query.tags:
             yield from self._query(
-                counter,
-                batch,
+                budget,
                 filters,
                 index=None,
                 partition=(PARTITION_KEY, f"TAG#{query.tags[0]}"),
@@ -256,10 +253,9 @@ class ImageMetadataStore:
                 after=after,
             )
         else:
-            for month in self._months(low[:7], high[:7], counter):
+            for month in self._months(low[:7], high[:7]):
                 yield from self._query(
-                    counter,
-                    batch,
+                    budget,
                     filters,
                     index=GSI2_NAME,
                     partition=(GSI2_PARTITION_KEY, f"FEED#{month}"),
@@ -269,11 +265,10 @@ class ImageMetadataStore:
                     after=after,
                 )
 
-    def _months(self, first: str, last: str, counter: _Counter) -> Iterator[str]:
+    def _months(self, first: str, last: str) -> Iterator[str]:
         """Months (``yyyy-mm``) that hold images, from ``last`` back to ``first``."""
         for item in self._query(
-            counter,
-            100,
+            _Budget(wanted=100),
             _Filter(),
             index=None,
             partition=(PARTITION_KEY, FEED_MONTHS_PARTITION),
@@ -286,8 +281,7 @@ class ImageMetadataStore:
 
     def _query(
         self,
-        counter: _Counter,
-        batch: int,
+        budget: _Budget,
         filters: _Filter,
         *,
         index: str | None,
@@ -310,18 +304,21 @@ class ImageMetadataStore:
                 {":pk": partition[1], ":low": low, ":high": high, **filters.values}
             ),
             "ScanIndexForward": False,
-            "Limit": batch,
         }
         if index is not None:
             request["IndexName"] = index
         if filters.clauses:
             request["FilterExpression"] = " AND ".join(filters.clauses)
-        while True:
+        while budget.wanted > 0:
+            request["Limit"] = budget.query_limit(
+                filtered=bool(filters.clauses), resuming=after is not None
+            )
             response = self._dynamodb.query(**request)
-            counter.items += response.get("ScannedCount", 0)
+            budget.items_read += response.get("ScannedCount", 0)
             for raw in response.get("Items", []):
                 item = _deserialize(raw)
                 if after is None or item.get(sort_key) != after:
+                    budget.wanted -= 1
                     yield item
             last_key = response.get("LastEvaluatedKey")
             if not last_key:
@@ -366,10 +363,18 @@ class ImageMetadataStore:
 
 
 @dataclass
-class _Counter:
-    """Items DynamoDB evaluated for one listing (for benchmarks and tests)."""
+class _Budget:
+    """How many more matches one listing wants, and how many items it has read."""
 
-    items: int = 0
+    wanted: int
+    items_read: int = 0
+
+    def query_limit(self, filtered: bool, resuming: bool) -> int:
+        """``Limit`` for the next Query: exactly what is still wanted (plus the cursor
+        item, read again and skipped, when ``resuming``); with a filter, more, since some
+        items read will not match."""
+        wanted = self.wanted + int(resuming)
+        return min(wanted * 4, 1000) if filtered else wanted
 
 
 def _image_key(image_id: str) -> dict[str, str]:

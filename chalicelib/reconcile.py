@@ -39,8 +39,12 @@ class ReconcileReport:
     applied: bool = False
 
 
-def reconcile(service: ImageService, apply: bool, grace: timedelta = timedelta(minutes=15),
-              now: datetime | None = None) -> ReconcileReport:
+def reconcile(
+    service: ImageService,
+    apply: bool,
+    grace: timedelta = timedelta(minutes=15),
+    now: datetime | None = None,
+) -> ReconcileReport:
     """Find orphans both ways; with ``apply``, delete them.
 
     Args:
@@ -72,8 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; settings come from the environment like the Lambda's."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--apply", action="store_true", help="delete the orphans found")
-    parser.add_argument("--grace-minutes", type=float, default=15.0,
-                        help="ignore objects younger than this (default 15)")
+    parser.add_argument(
+        "--grace-minutes",
+        type=float,
+        default=15.0,
+        help="ignore objects younger than this (default 15)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     service = ImageService.from_settings(Settings.from_env())

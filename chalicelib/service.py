@@ -107,7 +107,10 @@ class ImageService:
             WriteConflictError: the metadata transaction found an existing item.
         """
         info = inspect_image(
-            request.data, self.settings.max_image_bytes, self.settings.max_image_pixels
+            request.data,
+            self.settings.max_image_bytes,
+            self.settings.max_image_pixels,
+            field_name=request.image_field,
         )
         check_declared_type(
             request.declared_content_type, info.content_type, request.content_type_field

@@ -86,12 +86,14 @@ class ImageInfo:
 class UploadRequest:
     """A validated upload, from either request form.
 
-    ``data`` is the raw image bytes; ``filename`` is the client's name, not yet sanitised;
-    ``declared_content_type`` is what the client claimed (None when it claimed nothing),
-    and ``content_type_field`` names the field that carried the claim.
+    ``data`` is the raw image bytes and ``image_field`` the field that carried them
+    (``file``, ``image``, ``image_base64`` or ``image_data``); ``filename`` is the client's
+    name, not yet sanitised; ``declared_content_type`` is what the client claimed (None
+    when it claimed nothing), and ``content_type_field`` names the field that carried it.
     """
 
     data: bytes
+    image_field: str
     filename: str | None
     declared_content_type: str | None
     content_type_field: str
@@ -285,7 +287,9 @@ def parse_multipart(body: bytes, content_type: str) -> list[FormPart]:
     if not boundary:
         raise InvalidInputError("Content-Type", "multipart/form-data needs a boundary parameter")
     parts: list[FormPart] = []
-    headers: dict[str, str] = {}
+    # Header values stay bytes until parsed: filenames are UTF-8 in practice (browsers,
+    # curl), and python-multipart's parser reads bytes without re-encoding them.
+    headers: dict[str, bytes] = {}
     header_name = bytearray()
     header_value = bytearray()
 
@@ -299,21 +303,22 @@ def parse_multipart(body: bytes, content_type: str) -> list[FormPart]:
         header_value.extend(data[start:end])
 
     def on_header_end() -> None:
-        headers[header_name.decode("latin-1").lower()] = header_value.decode("utf-8", "replace")
+        headers[header_name.decode("latin-1").lower()] = bytes(header_value)
         header_name.clear()
         header_value.clear()
 
     def on_headers_finished() -> None:
-        _, disposition = parse_options_header(headers.get("content-disposition", ""))
+        _, disposition = parse_options_header(headers.get("content-disposition", b""))
         name = disposition.get(b"name")
         if name is None:
             raise InvalidInputError("body", "a multipart part has no name")
         filename = disposition.get(b"filename")
+        content_type = headers.get("content-type")
         parts.append(
             FormPart(
                 name=name.decode("utf-8", "replace"),
                 filename=None if filename is None else filename.decode("utf-8", "replace"),
-                content_type=headers.get("content-type"),
+                content_type=None if content_type is None else content_type.decode("latin-1"),
             )
         )
 
@@ -374,6 +379,7 @@ def _upload_from_form(parts: Sequence[FormPart], default_user_id: str | None) ->
             ) from None
     return UploadRequest(
         data=bytes(image.data),
+        image_field=image.name,
         filename=image.filename,
         declared_content_type=image.content_type,
         content_type_field=image.name,
@@ -407,6 +413,7 @@ def _upload_from_json(document: Mapping[str, Any], default_user_id: str | None) 
     user_id = document.get("user_id")
     return UploadRequest(
         data=data,
+        image_field=field_name,
         filename=_optional_str(document, "filename"),
         declared_content_type=declared,
         content_type_field="content_type",
@@ -642,17 +649,21 @@ def _timestamp_bound(name: str, raw: str | None, end_of_day: bool) -> str | None
         else:
             moment = datetime.fromisoformat(text)
             moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-    except ValueError:
+        return format_timestamp(moment)
+    except (ValueError, OverflowError):
         raise InvalidInputError(
             name, "must be an ISO date (2026-11-21) or datetime (2026-11-21T10:30:00Z)"
         ) from None
-    return format_timestamp(moment)
 
 
 def format_timestamp(moment: datetime) -> str:
-    """``moment`` as stored: ISO 8601 UTC, millisecond precision, ``Z`` suffix."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    """``moment`` as stored: ISO 8601 UTC, millisecond precision, ``Z`` suffix.
+
+    Raises:
+        OverflowError: ``moment`` in UTC falls outside years 1-9999.
+    """
+    utc = moment.astimezone(UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="milliseconds") + "Z"
 
 
 def _media_type(content_type: str) -> str:
