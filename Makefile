@@ -41,6 +41,12 @@ lint: install ## ruff + mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+bench: install ## benchmark listing cost per strategy vs a Scan baseline (ratios, one run)
+	$(BIN)/python -m benchmarks.listing
+
+reconcile: install ## report S3/DynamoDB orphans both ways (APPLY=1 deletes them; AWS_ENDPOINT_URL for emulators)
+	$(BIN)/python -m scripts.reconcile $(if $(APPLY),--apply)
+
 # --- Deploy: LocalStack via tflocal (the same infra/ deploys to AWS with plain terraform) ---
 STAGE ?= localstack
 REGION ?= us-east-1

@@ -8,7 +8,7 @@ Seeds moto's in-process DynamoDB and S3 with images spread over 12 months, 20 us
   Scan of the whole table with a FilterExpression), as a ratio scan / service.
 
 Numbers are ratios within one run on one machine, not absolute targets; nothing asserts.
-Usage: ``python -m benchmarks.listing [--images 600] [--limit 20] [--repeat 5]``
+Usage: ``python -m benchmarks.listing [--images 300] [--limit 20] [--repeat 5]``
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def scan_count(client: Any, expression: str, values: dict[str, Any]) -> tuple[in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--images", type=int, default=600)
+    parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()

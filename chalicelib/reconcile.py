@@ -84,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     service = ImageService.from_settings(Settings.from_env())
     report = reconcile(service, apply=args.apply, grace=timedelta(minutes=args.grace_minutes))
     print(json.dumps(asdict(report), indent=2))
