@@ -4,11 +4,12 @@ Every refusal is checked through the HTTP layer (Chalice's test client over moto
 status, Chalice's error shape ``{"Code", "Message"}``, a Message that starts with the
 field at fault (``"<field>: ..."``), and that nothing reached S3 or DynamoDB.
 
-Field-naming failures raise :class:`FieldNotNamed`, so a rule whose only defect is the
-field named in the Message can be marked ``xfail(raises=FieldNotNamed)`` while a wrong
-status or a write on bad input still fails the run.
+Field-naming failures raise :class:`FieldNotNamed` (an AssertionError), so a rule whose
+only defect is the field named in the Message can be marked
+``xfail(strict=True, raises=FieldNotNamed)`` while a wrong status or a write on bad
+input still fails the run.
 
-Speed: this module has ~250 cases, and building a moto bucket, table and boto3 clients
+Speed: this module has over 200 cases, and building a moto bucket, table and boto3 clients
 costs 0.3-1 s per test. So ``client``, ``s3`` and ``ddb`` here override conftest's with
 the same wiring (same settings, ``ImageService`` built the same way, installed with
 ``app.use_service``) inside one module-wide ``mock_aws``, and every test starts from an
@@ -66,19 +67,8 @@ class FieldNotNamed(AssertionError):
     """The error Message does not start with the field at fault."""
 
 
-JSON_IMAGE_FIELD_BUG = pytest.mark.xfail(
-    strict=True,
-    raises=FieldNotNamed,
-    reason=(
-        "BUG: errors from sniffing a JSON upload (empty, 413, 415) name 'file', a field a "
-        "JSON body does not have, instead of 'image_base64' (service.upload calls "
-        "inspect_image without the request's field name)"
-    ),
-)
-
-
 def forms(*, json_marks: Any = (), form_marks: Any = ()) -> list[Any]:
-    """Both request forms as params, with optional marks on either."""
+    """Both request forms as params (marks: e.g. an xfail on one form only)."""
     return [
         pytest.param(JSON, id=JSON, marks=json_marks),
         pytest.param(FORM, id=FORM, marks=form_marks),
@@ -306,7 +296,7 @@ def not_an_image(kind: str) -> bytes:
 # ========================================================================================
 
 
-@pytest.mark.parametrize("form", forms(json_marks=JSON_IMAGE_FIELD_BUG))
+@pytest.mark.parametrize("form", forms())
 @pytest.mark.parametrize("kind", ["text", "bmp", "tiff", "truncated-jpeg", "truncated-png"])
 def test_bytes_that_are_not_an_accepted_image_are_415(client, s3, ddb, form, kind):
     response = send(client, form, not_an_image(kind), declared="image/png")
@@ -314,7 +304,7 @@ def test_bytes_that_are_not_an_accepted_image_are_415(client, s3, ddb, form, kin
     assert_error(response, 415, "UnsupportedMediaTypeError", IMAGE_FIELD[form])
 
 
-@pytest.mark.parametrize("form", forms(json_marks=JSON_IMAGE_FIELD_BUG))
+@pytest.mark.parametrize("form", forms())
 def test_empty_image_is_400(client, s3, ddb, form):
     response = send(client, form, b"")
     assert_nothing_written(s3, ddb)
@@ -388,7 +378,7 @@ def _padded_png(total: int) -> bytes:
     return data + b"\0" * (total - len(data))
 
 
-@pytest.mark.parametrize("form", forms(json_marks=JSON_IMAGE_FIELD_BUG))
+@pytest.mark.parametrize("form", forms())
 def test_image_one_byte_over_max_image_bytes_is_413(client, s3, ddb, form):
     response = send(client, form, _padded_png(MAX_BYTES + 1))
     assert_nothing_written(s3, ddb)
@@ -409,7 +399,7 @@ def test_image_of_exactly_max_image_bytes_is_accepted(client, form):
     assert record["size_bytes"] == MAX_BYTES
 
 
-@pytest.mark.parametrize("form", forms(json_marks=JSON_IMAGE_FIELD_BUG))
+@pytest.mark.parametrize("form", forms())
 @pytest.mark.parametrize(
     "size",
     [(5000, 5000), (20000, 20000), (2001, 2000)],
@@ -617,25 +607,14 @@ FILENAMES = {
     "latin1-kept": ("café photo.png", "café photo.png"),
     "cjk-kept": ("照片.png", "照片.png"),
 }
-MULTIPART_UTF8_FILENAME_BUG = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: parse_multipart decodes part headers as UTF-8, then python-multipart's "
-        "parse_options_header re-encodes them as Latin-1: a UTF-8 filename outside "
-        "Latin-1 is a 500 (UnicodeEncodeError), one inside it is stored garbled "
-        "('café' -> 'caf\ufffd')"
-    ),
-)
 
 
 def _filename_cases() -> list[Any]:
-    cases = []
-    for name, (raw, expected) in FILENAMES.items():
-        for form in (JSON, FORM):
-            utf8 = any(ord(ch) > 127 for ch in raw)
-            marks = MULTIPART_UTF8_FILENAME_BUG if form == FORM and utf8 else ()
-            cases.append(pytest.param(form, raw, expected, id=f"{name}-{form}", marks=marks))
-    return cases
+    return [
+        pytest.param(form, raw, expected, id=f"{name}-{form}")
+        for name, (raw, expected) in FILENAMES.items()
+        for form in (JSON, FORM)
+    ]
 
 
 @pytest.mark.parametrize(("form", "raw", "expected"), _filename_cases())
@@ -905,13 +884,6 @@ def test_valid_list_query_is_accepted(client, query):
     assert response.json_body == {"items": [], "count": 0, "next_token": None}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: _timestamp_bound catches ValueError only; astimezone(UTC) of a datetime at "
-        "the edge of Python's range raises OverflowError, a 500"
-    ),
-)
 @pytest.mark.parametrize(
     ("query", "field"),
     [
@@ -926,14 +898,6 @@ def test_date_bound_outside_the_representable_range_is_400(client, s3, ddb, quer
     assert_nothing_written(s3, ddb)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: format_timestamp uses strftime('%Y'), which does not zero-pad years before "
-        "1000 on glibc: 0999-01-01 becomes '999-01-01T...', which sorts after "
-        "'2026-...', so a valid range is refused as 'date_from: is after date_to'"
-    ),
-)
 def test_date_from_before_year_1000_is_accepted(client):
     response = client.http.get("/images?date_from=0999-01-01&date_to=2026-01-01")
     assert response.status_code == 200, response.body
