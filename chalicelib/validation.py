@@ -551,7 +551,10 @@ def parse_list_query(params: Mapping[str, Sequence[str]]) -> ListQuery:
         InvalidInputError: an unknown parameter, a repeated one, or a bad value.
     """
     single = _single_values(params, _LIST_PARAMETERS)
-    tags = normalize_tags([single.get("tag", ""), single.get("tags", "")], "tags")
+    tags = normalize_tags(single.get("tag"), "tag")
+    tags += [tag for tag in normalize_tags(single.get("tags"), "tags") if tag not in tags]
+    if len(tags) > MAX_TAGS:
+        raise InvalidInputError("tags", f"{len(tags)} tags given, at most {MAX_TAGS} allowed")
     date_from, date_to = single.get("date_from"), single.get("date_to")
     if "date_range" in single:
         if date_from is not None or date_to is not None:
