@@ -230,40 +230,31 @@ class ImageMetadataStore:
         high = (query.created_to or "9999") + _SORT_KEY_END
         if after is not None:
             high = min(high, after)
+        for index, partition, sort_key in self._partitions(query, low[:7], high[:7]):
+            yield from self._query(
+                budget,
+                filters,
+                index=index,
+                partition=partition,
+                sort_key=sort_key,
+                low=low,
+                high=high,
+                after=after,
+            )
+
+    def _partitions(
+        self, query: ListQuery, first_month: str, last_month: str
+    ) -> Iterator[tuple[str | None, tuple[str, str], str]]:
+        """``(index, (partition key name, value), sort key name)`` to Query, in order:
+        the user's GSI1 partition, else the first tag's partition, else the GSI2 month
+        partitions from ``last_month`` back to ``first_month``."""
         if query.user_id is not None:
-            yield from self._query(
-                budget,
-                filters,
-                index=GSI1_NAME,
-                partition=(GSI1_PARTITION_KEY, f"USER#{query.user_id}"),
-                sort_key=GSI1_SORT_KEY,
-                low=low,
-                high=high,
-                after=after,
-            )
+            yield GSI1_NAME, (GSI1_PARTITION_KEY, f"USER#{query.user_id}"), GSI1_SORT_KEY
         elif query.tags:
-            yield from self._query(
-                budget,
-                filters,
-                index=None,
-                partition=(PARTITION_KEY, f"TAG#{query.tags[0]}"),
-                sort_key=SORT_KEY,
-                low=low,
-                high=high,
-                after=after,
-            )
+            yield None, (PARTITION_KEY, f"TAG#{query.tags[0]}"), SORT_KEY
         else:
-            for month in self._months(low[:7], high[:7]):
-                yield from self._query(
-                    budget,
-                    filters,
-                    index=GSI2_NAME,
-                    partition=(GSI2_PARTITION_KEY, f"FEED#{month}"),
-                    sort_key=GSI2_SORT_KEY,
-                    low=low,
-                    high=high,
-                    after=after,
-                )
+            for month in self._months(first_month, last_month):
+                yield GSI2_NAME, (GSI2_PARTITION_KEY, f"FEED#{month}"), GSI2_SORT_KEY
 
     def _months(self, first: str, last: str) -> Iterator[str]:
         """Months (``yyyy-mm``) that hold images, from ``last`` back to ``first``."""

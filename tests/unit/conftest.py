@@ -50,41 +50,59 @@ def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (32, 24), **save: Any)
     return buffer.getvalue()
 
 
+SETTINGS = Settings(
+    bucket_name=BUCKET,
+    table_name=TABLE,
+    token_secret="t" * 32,
+    max_image_bytes=256 * 1024,
+    max_image_pixels=4_000_000,
+)
+START = datetime(2026, 11, 21, 10, 30, tzinfo=UTC)
+
+
+def use_fake_aws_environment(env: pytest.MonkeyPatch) -> None:
+    """Dummy credentials and no endpoint variables, so boto3 talks to ``mock_aws`` only."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"):
+        env.delenv(name, raising=False)
+    env.setenv("AWS_ACCESS_KEY_ID", "testing")
+    env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def create_resources(clients: AwsClients) -> None:
+    """The bucket and the table (from ``chalicelib.schema``) of ``SETTINGS``."""
+    ImageService.from_settings(SETTINGS, clients).storage.create_bucket()
+    create_table(clients.dynamodb, TABLE)
+
+
+def build_service(clients: AwsClients, clock: FixedClock) -> ImageService:
+    """An ``ImageService`` on ``clients`` with ``SETTINGS`` and a hand-moved clock."""
+    wired = ImageService.from_settings(SETTINGS, clients)
+    return ImageService(wired.storage, wired.metadata, SETTINGS, clock=clock)
+
+
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(
-        bucket_name=BUCKET,
-        table_name=TABLE,
-        token_secret="t" * 32,
-        max_image_bytes=256 * 1024,
-        max_image_pixels=4_000_000,
-    )
+    return SETTINGS
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_fake_aws_environment(monkeypatch)
     with mock_aws():
         yield
 
 
 @pytest.fixture
 def clock() -> FixedClock:
-    return FixedClock(datetime(2026, 11, 21, 10, 30, tzinfo=UTC))
+    return FixedClock(START)
 
 
 @pytest.fixture
-def service(aws: None, settings: Settings, clock: FixedClock) -> ImageService:
-    clients = AwsClients.from_settings(settings)
-    built = ImageService.from_settings(settings, clients)
-    service = ImageService(built.storage, built.metadata, settings, clock=clock)
-    service.storage.create_bucket()
-    create_table(clients.dynamodb, TABLE)
-    return service
+def service(aws: None, clock: FixedClock) -> ImageService:
+    clients = AwsClients.from_settings(SETTINGS)
+    create_resources(clients)
+    return build_service(clients, clock)
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -40,22 +39,27 @@ from urllib3 import encode_multipart_formdata
 
 import app as app_module
 from chalicelib.config import Settings
-from chalicelib.schema import PARTITION_KEY, SORT_KEY, create_table
-from chalicelib.service import AwsClients, ImageService
+from chalicelib.schema import PARTITION_KEY, SORT_KEY
+from chalicelib.service import AwsClients
 from tests.unit.conftest import (
     BUCKET,
+    SETTINGS,
+    START,
     TABLE,
     FixedClock,
+    build_service,
+    create_resources,
     image_bytes,
     post_form,
     post_json,
     upload,
+    use_fake_aws_environment,
 )
 
 JSON = "json"
 FORM = "multipart"
-MAX_BYTES = 256 * 1024  # max_image_bytes of conftest's ``settings``
-MAX_PIXELS = 4_000_000  # max_image_pixels of conftest's ``settings``
+MAX_BYTES = SETTINGS.max_image_bytes
+MAX_PIXELS = SETTINGS.max_image_pixels
 #: The field that carries the image bytes in each form.
 IMAGE_FIELD = {JSON: "image_base64", FORM: "file"}
 #: The field that carries the declared content type in each form.
@@ -90,23 +94,11 @@ class SharedAws:
 def shared_aws() -> Iterator[SharedAws]:
     """What conftest's ``aws`` + ``service`` fixtures build, once for the module."""
     with pytest.MonkeyPatch.context() as env:
-        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"):
-            env.delenv(name, raising=False)
-        env.setenv("AWS_ACCESS_KEY_ID", "testing")
-        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        use_fake_aws_environment(env)
         with mock_aws():
-            settings = Settings(
-                bucket_name=BUCKET,
-                table_name=TABLE,
-                token_secret="t" * 32,
-                max_image_bytes=MAX_BYTES,
-                max_image_pixels=MAX_PIXELS,
-            )
-            clients = AwsClients.from_settings(settings)
-            ImageService.from_settings(settings, clients).storage.create_bucket()
-            create_table(clients.dynamodb, TABLE)
-            yield SharedAws(settings, clients, boto3.client("s3"), boto3.client("dynamodb"))
+            clients = AwsClients.from_settings(SETTINGS)
+            create_resources(clients)
+            yield SharedAws(SETTINGS, clients, boto3.client("s3"), boto3.client("dynamodb"))
 
 
 @pytest.fixture(scope="module")
@@ -132,10 +124,7 @@ def ddb(shared_aws: SharedAws) -> Any:
 def client(shared_aws: SharedAws, shared_client: Client) -> Client:
     """Overrides conftest's ``client``: the same app, a fresh service (built as conftest's
     ``service`` fixture builds it, but on the module's clients), an emptied store."""
-    built = ImageService.from_settings(shared_aws.settings, shared_aws.clients)
-    clock = FixedClock(datetime(2026, 11, 21, 10, 30, tzinfo=UTC))
-    service = ImageService(built.storage, built.metadata, shared_aws.settings, clock=clock)
-    app_module.use_service(service)
+    app_module.use_service(build_service(shared_aws.clients, FixedClock(START)))
     s3, ddb = shared_aws.s3, shared_aws.ddb
     for obj in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []):
         s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
@@ -145,10 +134,6 @@ def client(shared_aws: SharedAws, shared_client: Client) -> Client:
             ddb.delete_item(TableName=TABLE, Key=key)
     assert_nothing_written(s3, ddb)
     return shared_client
-
-
-def test_shared_settings_are_conftest_settings(settings, shared_aws):
-    assert shared_aws.settings == settings
 
 
 # --- store and response checks ----------------------------------------------------------
