@@ -41,6 +41,10 @@ class Settings:
             (``S3_PUBLIC_ENDPOINT_URL``; unset means the service's own endpoint).
         auth_enabled: when true, the caller's identity is the API Gateway authorizer's
             principal, never a header (``AUTH_ENABLED``, default false).
+        s3_path_style: address buckets as ``endpoint/bucket/key`` instead of
+            ``bucket.endpoint/key``; true when any S3 endpoint is overridden (emulators:
+            ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ``S3_PUBLIC_ENDPOINT_URL``),
+            virtual-hosted style on AWS.
     """
 
     bucket_name: str
@@ -51,6 +55,7 @@ class Settings:
     url_expires_seconds: int = 900
     s3_public_endpoint_url: str | None = None
     auth_enabled: bool = False
+    s3_path_style: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -60,6 +65,10 @@ class Settings:
             ConfigurationError: a required variable is unset or a number is malformed.
         """
         env = os.environ if environ is None else environ
+        public_endpoint = env.get("S3_PUBLIC_ENDPOINT_URL") or None
+        endpoint_overridden = any(
+            env.get(name) for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+        )
         return cls(
             bucket_name=_required(env, "BUCKET_NAME"),
             table_name=_required(env, "TABLE_NAME"),
@@ -67,8 +76,9 @@ class Settings:
             max_image_bytes=_positive_int(env, "MAX_IMAGE_BYTES", 10 * MIB),
             max_image_pixels=_positive_int(env, "MAX_IMAGE_PIXELS", 50_000_000),
             url_expires_seconds=_positive_int(env, "URL_EXPIRES_SECONDS", 900),
-            s3_public_endpoint_url=env.get("S3_PUBLIC_ENDPOINT_URL") or None,
+            s3_public_endpoint_url=public_endpoint,
             auth_enabled=env.get("AUTH_ENABLED", "false").lower() in ("1", "true", "yes"),
+            s3_path_style=endpoint_overridden or public_endpoint is not None,
         )
 
 

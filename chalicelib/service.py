@@ -55,7 +55,10 @@ class AwsClients:
         """Clients for the default session; endpoints come from boto3's own variables
         (``AWS_ENDPOINT_URL`` …), the presigner's from ``S3_PUBLIC_ENDPOINT_URL``."""
         session = boto3.session.Session()
-        s3_config = Config(signature_version="s3v4", s3={"addressing_style": "path"})
+        s3_config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if settings.s3_path_style else "virtual"},
+        )
         s3 = session.client("s3", config=s3_config)
         presigner = s3
         if settings.s3_public_endpoint_url:

@@ -116,7 +116,9 @@ def test_view_returns_record_and_presigned_url(client):
     assert {k: body[k] for k in RECORD_FIELDS} == record
     assert body["expires_in"] == 900
     url = body["download_url"]
-    assert urlparse(url).path.endswith(f"/{BUCKET}/{record['s3_key']}")
+    # No endpoint override here, so virtual-hosted style: bucket in the host name.
+    assert urlparse(url).hostname.startswith(f"{BUCKET}.s3.")
+    assert urlparse(url).path == f"/{record['s3_key']}"
     params = _query(url)
     assert params["X-Amz-Expires"] == "900"
     assert "X-Amz-Signature" in params

@@ -75,3 +75,16 @@ def test_token_for_other_filters_is_refused():
 
     with pytest.raises(InvalidInputError, match="other filters"):
         codec.decode(codec.encode(CURSOR, {"tags": ["a"]}), {"tags": ["b"]})
+
+
+@pytest.mark.parametrize(
+    ("extra", "path_style"),
+    [
+        ({}, False),
+        ({"AWS_ENDPOINT_URL": "http://127.0.0.1:5000"}, True),
+        ({"AWS_ENDPOINT_URL_S3": "http://127.0.0.1:5000"}, True),
+        ({"S3_PUBLIC_ENDPOINT_URL": "http://localhost:4566"}, True),
+    ],
+)
+def test_path_style_only_where_an_endpoint_is_overridden(extra, path_style):
+    assert Settings.from_env({**BASE, **extra}).s3_path_style is path_style
