@@ -16,6 +16,7 @@ from chalice.app import Chalice, Request, Response
 from chalicelib.config import Settings
 from chalicelib.errors import (
     ImageServiceError,
+    MissingIdentityError,
     NotOwnerError,
     ServiceUnavailableError,
     to_chalice_error,
@@ -108,14 +109,17 @@ def upload_image() -> Response:
     """Upload an image (multipart/form-data or JSON with base64); 201 with the record."""
     request = _request()
     service = image_service()
-    caller = _caller() if service.settings.auth_enabled else request.headers.get("x-user-id")
+    auth_enabled = service.settings.auth_enabled
+    caller = _caller() if auth_enabled else request.headers.get("x-user-id")
+    if auth_enabled and caller is None:
+        raise MissingIdentityError("Authorization: no authenticated principal")
     upload = parse_upload(
         _body(),
         request.headers.get("content-type", ""),
         service.settings.max_image_bytes,
         default_user_id=caller,
     )
-    if service.settings.auth_enabled and upload.user_id != caller:
+    if auth_enabled and upload.user_id != caller:
         raise NotOwnerError("user_id: must be the authenticated principal")
     record = service.upload(upload)
     return Response(
