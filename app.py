@@ -7,7 +7,6 @@ Chalice's error responses in one place (``chalicelib.errors.to_chalice_error``).
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -16,13 +15,19 @@ from chalice.app import Chalice, Request, Response
 from chalicelib.config import Settings
 from chalicelib.errors import (
     ImageServiceError,
+    InvalidInputError,
     MissingIdentityError,
     NotOwnerError,
     ServiceUnavailableError,
     to_chalice_error,
 )
 from chalicelib.service import ImageService
-from chalicelib.validation import parse_list_query, parse_upload, parse_view_options
+from chalicelib.validation import (
+    parse_json_object,
+    parse_list_query,
+    parse_upload,
+    parse_view_options,
+)
 
 app = Chalice(app_name="image-service")
 # API Gateway passes these bodies through as bytes instead of mangling them as text.
@@ -93,11 +98,11 @@ def _caller() -> str | None:
     )
     if caller is None and _body() and "json" in request.headers.get("content-type", ""):
         try:
-            body = json.loads(_body())
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and isinstance(body.get("user_id"), str):
-            caller = body["user_id"]
+            body_user = parse_json_object(_body()).get("user_id")
+        except InvalidInputError:
+            body_user = None  # a malformed body names nobody: 401 below, as without one
+        if isinstance(body_user, str):
+            caller = body_user
     return caller
 
 

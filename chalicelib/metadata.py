@@ -97,7 +97,6 @@ class ListPage:
 
     records: list[ImageRecord]
     cursor: str | None = None
-    items_read: int = field(default=0)
 
 
 class ImageMetadataStore:
@@ -220,7 +219,7 @@ class ImageMetadataStore:
         more = len(records) > query.limit
         records = records[: query.limit]
         cursor = records[-1].sort_key if more and records else None
-        return ListPage(records=records, cursor=cursor, items_read=budget.items_read)
+        return ListPage(records=records, cursor=cursor)
 
     def _matches(
         self, query: ListQuery, after: str | None, budget: _Budget
@@ -305,7 +304,6 @@ class ImageMetadataStore:
                 filtered=bool(filters.clauses), resuming=after is not None
             )
             response = self._dynamodb.query(**request)
-            budget.items_read += response.get("ScannedCount", 0)
             for raw in response.get("Items", []):
                 item = _deserialize(raw)
                 if after is None or item.get(sort_key) != after:
@@ -355,10 +353,9 @@ class ImageMetadataStore:
 
 @dataclass
 class _Budget:
-    """How many more matches one listing wants, and how many items it has read."""
+    """How many more matches one listing wants."""
 
     wanted: int
-    items_read: int = 0
 
     def query_limit(self, filtered: bool, resuming: bool) -> int:
         """``Limit`` for the next Query: exactly what is still wanted (plus the cursor

@@ -194,6 +194,19 @@ def test_delete_identity_from_query_or_json_body(client):
     assert (by_query.status_code, by_body.status_code) == (200, 200)
 
 
+def test_delete_with_a_malformed_json_body_names_nobody(client):
+    record = upload(client)
+
+    response = client.http.delete(
+        f"/images/{record['image_id']}",
+        headers={"Content-Type": "application/json"},
+        body='{"user_id": ',
+    )
+
+    assert response.status_code == 401
+    assert client.http.get(f"/images/{record['image_id']}").status_code == 200
+
+
 def test_delete_without_identity_is_401(client):
     record = upload(client)
 
