@@ -14,8 +14,7 @@ import os
 import sys
 
 from chalicelib import reconcile
-from scripts.emulator import DUMMY_CREDENTIALS
-from scripts.run_local import stage_environment
+from scripts.run_local import aws_environment, stage_environment
 
 
 def main() -> int:
@@ -25,9 +24,9 @@ def main() -> int:
     args, rest = parser.parse_known_args()
     if "BUCKET_NAME" not in os.environ:
         os.environ.update(stage_environment(args.stage))
-    if os.environ.get("AWS_ENDPOINT_URL"):
-        for name, value in DUMMY_CREDENTIALS.items():
-            os.environ.setdefault(name, value)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        os.environ.update(aws_environment(endpoint))
     return reconcile.main(rest)
 
 
