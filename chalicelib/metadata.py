@@ -8,18 +8,29 @@ matching items. This module is the only code that knows the key formats.
 Listing strategies (no request path ever Scans):
 
 - ``user_id`` given: Query GSI1 ``USER#{user_id}``; tags and title are filters.
-- else tags given: Query ``TAG#{first tag}``; other tags and title are filters.
+- else two or more tags: Query the tag-pair partition ``TAG#{a}+{b}`` of the first two
+  tags in sorted order, which holds exactly the images carrying both; further tags and
+  title are filters.
+- else one tag: Query ``TAG#{tag}``; title is a filter.
 - else: Query GSI2 ``FEED#{yyyy-mm}`` month by month, newest first, visiting only months
   that have a ``FEEDMONTHS`` marker; title is a filter.
 
-A date range is a sort-key ``BETWEEN`` in every strategy. Pages are resumed from the
-sort key of the last item returned (``{created_at}#{image_id}``), which becomes the
-upper end of the range, never from DynamoDB's ``LastEvaluatedKey``: so a page can stop
-in the middle of a Query response, and one cursor serves every strategy.
+A date range is a sort-key ``BETWEEN`` in every strategy. A page reads one match more
+than it returns (the look-ahead that decides whether a next page exists); the
+look-ahead's sort key (``{created_at}#{image_id}``) is the cursor, and the next page
+starts there, inclusive, as the upper end of the range. So a page can stop in the middle
+of a Query response, one cursor serves every strategy, and a full page-through reads
+each item once plus one look-ahead per page.
+
+Items read per item returned is the cost model (``make bench`` measures it): unfiltered
+strategies read ``1 + 1/limit``; a filter (title, tags beyond the key) reads the
+partition's items that fail it too, sizing each Query by the selectivity seen so far.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -51,6 +62,8 @@ FEED_MONTHS_PARTITION = "FEEDMONTHS"
 _SORT_KEY_END = "~"
 #: Sorts before every timestamp (key values may not be empty strings).
 _SORT_KEY_START = "0000"
+#: Largest Query ``Limit`` a filtered listing asks for (responses stop at 1 MB anyway).
+_MAX_QUERY_LIMIT = 1000
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -115,7 +128,8 @@ class ImageMetadataStore:
     # --- writes ---------------------------------------------------------------------
 
     def put_image(self, record: ImageRecord) -> None:
-        """Write the image item and one item per tag in one transaction.
+        """Write the image item and its membership items (one per tag, one per pair of
+        tags) in one transaction: at most 1 + 10 + 45 = 56 items, under DynamoDB's 100.
 
         Every item is conditioned on ``attribute_not_exists(pk)``, so nothing is
         overwritten. The month marker for the feed is written first (idempotent).
@@ -127,7 +141,9 @@ class ImageMetadataStore:
         """
         self._mark_month(record.created_at[:7])
         condition = f"attribute_not_exists({PARTITION_KEY})"
-        items = [self._image_item(record)] + [self._tag_item(record, t) for t in record.tags]
+        items = [self._image_item(record)] + [
+            self._membership_item(record, partition) for partition in _memberships(record.tags)
+        ]
         try:
             self._dynamodb.transact_write_items(
                 TransactItems=[
@@ -147,7 +163,7 @@ class ImageMetadataStore:
             raise
 
     def delete_image(self, record: ImageRecord, owner: str | None) -> None:
-        """Delete the image item and all its tag items in one transaction.
+        """Delete the image item and all its membership items in one transaction.
 
         Args:
             record: the image as last read.
@@ -166,18 +182,18 @@ class ImageMetadataStore:
         if owner is not None:
             image_delete["ConditionExpression"] += " AND user_id = :owner"
             image_delete["ExpressionAttributeValues"] = {":owner": {"S": owner}}
-        tag_deletes: list[Any] = [
+        membership_deletes: list[Any] = [
             {
                 "Delete": {
                     "TableName": self.table_name,
-                    "Key": _serialize({PARTITION_KEY: f"TAG#{tag}", SORT_KEY: record.sort_key}),
+                    "Key": _serialize({PARTITION_KEY: partition, SORT_KEY: record.sort_key}),
                 }
             }
-            for tag in record.tags
+            for partition in _memberships(record.tags)
         ]
         try:
             self._dynamodb.transact_write_items(
-                TransactItems=[{"Delete": image_delete}, *tag_deletes]
+                TransactItems=[{"Delete": image_delete}, *membership_deletes]
             )
         except self._dynamodb.exceptions.TransactionCanceledException as exc:
             if not _condition_failed(exc.response):
@@ -207,29 +223,32 @@ class ImageMetadataStore:
         item = response.get("Item")
         return None if item is None else _record(_deserialize(item))
 
-    def list_images(self, query: ListQuery, after: str | None = None) -> ListPage:
-        """A page of at most ``query.limit`` images, newest first, after ``after``.
+    def list_images(self, query: ListQuery, start: str | None = None) -> ListPage:
+        """A page of at most ``query.limit`` images, newest first, from ``start`` on.
 
-        Reads one item more than the page to know whether another page exists, so a
-        page is full unless the result set is exhausted.
+        Args:
+            query: the validated filters and page size.
+            start: the previous page's cursor: the sort key of the first image of this
+                page (inclusive), or None for the first page.
+
+        Reads one match more than the page (the look-ahead), so a page is full unless
+        the result set is exhausted, and ``cursor`` is set only when more remain.
         """
         budget = _Budget(wanted=query.limit + 1)
-        matches = islice(self._matches(query, after, budget), query.limit + 1)
-        records = [_record(item) for item in matches]
-        more = len(records) > query.limit
-        records = records[: query.limit]
-        cursor = records[-1].sort_key if more and records else None
+        matches = list(islice(self._matches(query, start, budget), query.limit + 1))
+        records = [_record(item) for item in matches[: query.limit]]
+        cursor = _record(matches[-1]).sort_key if len(matches) > query.limit else None
         return ListPage(records=records, cursor=cursor)
 
     def _matches(
-        self, query: ListQuery, after: str | None, budget: _Budget
+        self, query: ListQuery, start: str | None, budget: _Budget
     ) -> Iterator[dict[str, Any]]:
         filters = _filters(query)
         low = query.created_from or _SORT_KEY_START
         high = (query.created_to or "9999") + _SORT_KEY_END
-        if after is not None:
-            high = min(high, after)
-        for index, partition, sort_key in self._partitions(query, low[:7], high[:7]):
+        if start is not None:
+            high = min(high, start)
+        for index, partition, sort_key in self._partitions(query, low[:7], high, start):
             yield from self._query(
                 budget,
                 filters,
@@ -238,36 +257,55 @@ class ImageMetadataStore:
                 sort_key=sort_key,
                 low=low,
                 high=high,
-                after=after,
             )
 
     def _partitions(
-        self, query: ListQuery, first_month: str, last_month: str
+        self, query: ListQuery, first_month: str, high: str, start: str | None
     ) -> Iterator[tuple[str | None, tuple[str, str], str]]:
         """``(index, (partition key name, value), sort key name)`` to Query, in order:
-        the user's GSI1 partition, else the first tag's partition, else the GSI2 month
-        partitions from ``last_month`` back to ``first_month``."""
+        the user's GSI1 partition, else the tag pair's or the tag's partition, else the
+        GSI2 month partitions from ``high``'s month back to ``first_month``.
+
+        A resumed feed starts in ``start``'s month without reading a marker (its
+        look-ahead image is there); older months come from markers, one at a time.
+        """
         if query.user_id is not None:
             yield GSI1_NAME, (GSI1_PARTITION_KEY, f"USER#{query.user_id}"), GSI1_SORT_KEY
-        elif query.tags:
-            yield None, (PARTITION_KEY, f"TAG#{query.tags[0]}"), SORT_KEY
-        else:
-            for month in self._months(first_month, last_month):
-                yield GSI2_NAME, (GSI2_PARTITION_KEY, f"FEED#{month}"), GSI2_SORT_KEY
+            return
+        if query.tags:
+            yield None, (PARTITION_KEY, _tags_partition(query.tags)), SORT_KEY
+            return
+        last_month = high[:7]
+        if start is not None and start[:7] == last_month:
+            yield GSI2_NAME, (GSI2_PARTITION_KEY, f"FEED#{last_month}"), GSI2_SORT_KEY
+            last_month = _previous_month(last_month)
+        for month in self._months(first_month, last_month):
+            yield GSI2_NAME, (GSI2_PARTITION_KEY, f"FEED#{month}"), GSI2_SORT_KEY
 
     def _months(self, first: str, last: str) -> Iterator[str]:
-        """Months (``yyyy-mm``) that hold images, from ``last`` back to ``first``."""
-        for item in self._query(
-            _Budget(wanted=100),
-            _Filter(),
-            index=None,
-            partition=(PARTITION_KEY, FEED_MONTHS_PARTITION),
-            sort_key=SORT_KEY,
-            low=first,
-            high=last,
-            after=None,
-        ):
-            yield item[SORT_KEY]
+        """Months (``yyyy-mm``) that hold images, from ``last`` back to ``first``.
+
+        Read one marker per Query, lazily: a page that fills inside a month reads no
+        more markers than that.
+        """
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "#pk = :pk AND #sk BETWEEN :first AND :last",
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#sk": SORT_KEY},
+            "ExpressionAttributeValues": _serialize(
+                {":pk": FEED_MONTHS_PARTITION, ":first": first, ":last": last}
+            ),
+            "ScanIndexForward": False,
+            "Limit": 1,
+        }
+        while True:
+            response = self._dynamodb.query(**request)
+            for item in response.get("Items", []):
+                yield _deserialize(item)[SORT_KEY]
+            last_key = response.get("LastEvaluatedKey")
+            if not last_key:
+                return
+            request["ExclusiveStartKey"] = last_key
 
     def _query(
         self,
@@ -279,13 +317,9 @@ class ImageMetadataStore:
         sort_key: str,
         low: str,
         high: str,
-        after: str | None,
     ) -> Iterator[dict[str, Any]]:
-        """Items of one partition with ``low <= sort key <= high``, newest first.
-
-        ``after`` excludes the item at that sort key (the previous page's last one):
-        the range's upper end is set to it and an equal key is skipped.
-        """
+        """Matching items of one partition with ``low <= sort key <= high``, newest first,
+        until ``budget`` wants no more."""
         request: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "#pk = :pk AND #sk BETWEEN :low AND :high",
@@ -300,15 +334,12 @@ class ImageMetadataStore:
         if filters.clauses:
             request["FilterExpression"] = " AND ".join(filters.clauses)
         while budget.wanted > 0:
-            request["Limit"] = budget.query_limit(
-                filtered=bool(filters.clauses), resuming=after is not None
-            )
+            request["Limit"] = budget.query_limit()
             response = self._dynamodb.query(**request)
-            for raw in response.get("Items", []):
-                item = _deserialize(raw)
-                if after is None or item.get(sort_key) != after:
-                    budget.wanted -= 1
-                    yield item
+            items = response.get("Items", [])
+            budget.record(read=response.get("ScannedCount", len(items)), matched=len(items))
+            for raw in items:
+                yield _deserialize(raw)
             last_key = response.get("LastEvaluatedKey")
             if not last_key:
                 return
@@ -343,9 +374,9 @@ class ImageMetadataStore:
             **_listing_attributes(record),
         }
 
-    def _tag_item(self, record: ImageRecord, tag: str) -> dict[str, Any]:
+    def _membership_item(self, record: ImageRecord, partition: str) -> dict[str, Any]:
         return {
-            PARTITION_KEY: f"TAG#{tag}",
+            PARTITION_KEY: partition,
             SORT_KEY: record.sort_key,
             **_listing_attributes(record),
         }
@@ -353,16 +384,49 @@ class ImageMetadataStore:
 
 @dataclass
 class _Budget:
-    """How many more matches one listing wants."""
+    """How many more matches one listing wants, and the selectivity seen so far.
+
+    ``read`` and ``matched`` count the items the listing's Queries read and returned.
+    """
 
     wanted: int
+    read: int = 0
+    matched: int = 0
 
-    def query_limit(self, filtered: bool, resuming: bool) -> int:
-        """``Limit`` for the next Query: exactly what is still wanted (plus the cursor
-        item, read again and skipped, when ``resuming``); with a filter, more, since some
-        items read will not match."""
-        wanted = self.wanted + int(resuming)
-        return min(wanted * 4, 1000) if filtered else wanted
+    def record(self, read: int, matched: int) -> None:
+        """Account for one Query response; every match is consumed by the listing."""
+        self.read += read
+        self.matched += matched
+        self.wanted -= matched
+
+    def query_limit(self) -> int:
+        """``Limit`` for the next Query: the items expected to hold the matches still
+        wanted, at the selectivity seen so far (1 before anything was read, and for
+        unfiltered Queries, where every item read matches), at most 1000."""
+        selectivity = (self.matched + 1) / (self.read + 1)
+        return max(1, min(math.ceil(self.wanted / selectivity), _MAX_QUERY_LIMIT))
+
+
+def _memberships(tags: list[str]) -> list[str]:
+    """Partition keys of an image's membership items: ``TAG#{tag}`` for each tag and
+    ``TAG#{a}+{b}`` for each pair of tags (``a < b``; ``+`` never occurs in a tag)."""
+    ordered = sorted(tags)
+    return [f"TAG#{tag}" for tag in ordered] + [
+        f"TAG#{a}+{b}" for a, b in itertools.combinations(ordered, 2)
+    ]
+
+
+def _tags_partition(tags: tuple[str, ...]) -> str:
+    """The membership partition to Query for ``tags`` (one or more): the tag's, or the
+    pair's of the first two in sorted order."""
+    ordered = sorted(tags)
+    return f"TAG#{ordered[0]}" if len(ordered) == 1 else f"TAG#{ordered[0]}+{ordered[1]}"
+
+
+def _previous_month(month: str) -> str:
+    """``yyyy-mm`` of the month before ``month``."""
+    year, number = int(month[:4]), int(month[5:7])
+    return f"{year - 1:04d}-12" if number == 1 else f"{year:04d}-{number - 1:02d}"
 
 
 def _image_key(image_id: str) -> dict[str, str]:
@@ -386,7 +450,7 @@ class _Filter:
 def _filters(query: ListQuery) -> _Filter:
     """The filters that the queried partition's key does not already cover."""
     result = _Filter()
-    tags = query.tags if query.user_id is not None else query.tags[1:]
+    tags = query.tags if query.user_id is not None else tuple(sorted(query.tags))[2:]
     for number, tag in enumerate(tags):
         result.clauses.append(f"contains(#tags, :tag{number})")
         result.names["#tags"] = "tags"

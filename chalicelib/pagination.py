@@ -33,7 +33,7 @@ class PageTokenCodec:
         self._secret = secret
 
     def encode(self, cursor: str, filters: dict[str, Any]) -> str:
-        """A token resuming after ``cursor`` for a query with ``filters``."""
+        """A token resuming at ``cursor`` (the next page's first sort key) for ``filters``."""
         return jwt.encode({"c": cursor, "f": _digest(filters)}, self._secret, algorithm=_ALGORITHM)
 
     def decode(self, token: str, filters: dict[str, Any]) -> str:

@@ -156,10 +156,10 @@ class ImageService:
             InvalidInputError: ``next_token`` is modified or from another query.
         """
         filters = query.filters()
-        after = None
+        start = None
         if query.next_token is not None:
-            after = self._tokens.decode(query.next_token, filters)
-        page = self.metadata.list_images(query, after)
+            start = self._tokens.decode(query.next_token, filters)
+        page = self.metadata.list_images(query, start)
         items = [
             {
                 **record.to_dict(),

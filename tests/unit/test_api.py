@@ -93,8 +93,8 @@ def test_multipart_upload_with_every_field(client, s3):
     assert s3.get_object(Bucket=BUCKET, Key=record["s3_key"])["Body"].read() == data
 
 
-def test_upload_writes_the_image_item_and_one_item_per_tag(client):
-    record = upload(client, tags=["a", "b"])
+def test_upload_writes_the_image_item_and_one_item_per_tag_and_tag_pair(client):
+    record = upload(client, tags=["b", "a", "c"])
 
     keys = {(item["pk"]["S"], item["sk"]["S"]) for item in _table_items()}
     sort_key = f"{record['created_at']}#{record['image_id']}"
@@ -102,6 +102,10 @@ def test_upload_writes_the_image_item_and_one_item_per_tag(client):
         (f"IMAGE#{record['image_id']}", "META"),
         ("TAG#a", sort_key),
         ("TAG#b", sort_key),
+        ("TAG#c", sort_key),
+        ("TAG#a+b", sort_key),
+        ("TAG#a+c", sort_key),
+        ("TAG#b+c", sort_key),
         ("FEEDMONTHS", "2026-11"),
     }
 
