@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -161,6 +160,10 @@ def inspect_image(
         raise PayloadTooLargeError(
             field_name, f"the image is {len(data)} bytes, the limit is {max_bytes} bytes"
         )
+    # Imported here, not at the top: only uploads decode images, and Pillow is most of
+    # a cold start's import time for the routes that don't.
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as image:
             width, height = image.size
