@@ -9,7 +9,8 @@ Key layout (single table; the README's "Data model" explains the access patterns
 - image: ``pk = IMAGE#{image_id}``, ``sk = META``;
   GSI1 ``gsi1pk = USER#{user_id}``, ``gsi1sk = {created_at}#{image_id}``;
   GSI2 ``gsi2pk = FEED#{yyyy-mm}``, ``gsi2sk = {created_at}#{image_id}``.
-- tag membership: ``pk = TAG#{tag}``, ``sk = {created_at}#{image_id}``.
+- tag membership: ``pk = TAG#{tag}`` for each tag and ``pk = TAG#{a}+{b}`` for each
+  pair of tags (``a < b``), ``sk = {created_at}#{image_id}``.
 - feed month marker: ``pk = FEEDMONTHS``, ``sk = {yyyy-mm}``.
 """
 
