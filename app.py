@@ -21,6 +21,7 @@ from chalicelib.errors import (
     ServiceUnavailableError,
     to_chalice_error,
 )
+from chalicelib.openapi import openapi_document
 from chalicelib.service import ImageService
 from chalicelib.validation import (
     parse_json_object,
@@ -170,3 +171,9 @@ def health() -> dict[str, str]:
             "; ".join(f"{name}: {result}" for name, result in failing.items())
         )
     return {"status": "ok"}
+
+
+@route("/openapi.json", methods=["GET"])
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3 document of this API (``chalicelib/openapi.yaml``), as JSON."""
+    return openapi_document()

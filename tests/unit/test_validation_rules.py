@@ -581,7 +581,7 @@ def test_multipart_single_field_given_twice_is_400(client, s3, ddb, name):
 
 LONG_STEM = "n" * 300
 FILENAMES = {
-    "unix-path-traversal": ("../../etc/passwd.png", "passwd.png"),
+    # "../../etc/passwd.png", CR/LF and quotes: tests/unit/test_hostile_input.py
     "windows-path": ("C:\\x\\y.png", "y.png"),
     "control-characters": ("ca\x00t\x07\x1f\x7f.png", "cat.png"),
     "bidi-override": ("evil\u202egnp.png", "evilgnp.png"),
@@ -794,29 +794,20 @@ def test_multipart_text_field_not_utf8_is_400(client, s3, ddb):
     bad_request(response, "title")
 
 
-def test_unsupported_request_content_type_is_415(client, s3, ddb):
-    response = post_raw(client, image_bytes(), "image/png")
-    assert_nothing_written(s3, ddb)
-    assert response.status_code == 415, response.body
-    assert set(response.json_body) == {"Code", "Message"}
-    assert "image/png" in response.json_body["Message"]
-
+# A request Content-Type other than multipart/form-data or JSON (415):
+# tests/unit/test_hostile_input.py.
 
 # ========================================================================================
 # GET /images query strings
 # ========================================================================================
 
 LIST_REFUSALS = {
-    "limit-0": ("limit=0", "limit"),
-    "limit-101": ("limit=101", "limit"),
-    "limit-abc": ("limit=abc", "limit"),
-    "limit-negative": ("limit=-5", "limit"),
+    # limit 0, 101, -1, abc and inverted date ranges: tests/unit/test_hostile_input.py
     "limit-float": ("limit=2.5", "limit"),
     "limit-repeated": ("limit=1&limit=2", "limit"),
     "date_from-not-a-date": ("date_from=yesterday", "date_from"),
     "date_from-month-13": ("date_from=2026-13-01", "date_from"),
     "date_to-not-a-date": ("date_to=2026-11-31", "date_to"),
-    "date_from-after-date_to": ("date_from=2026-11-22&date_to=2026-11-21", "date_from"),
     "date_range-3-parts": ("date_range=2026-01-01,2026-02-01,2026-03-01", "date_range"),
     "date_range-1-part": ("date_range=2026-01-01", "date_range"),
     "date_range-with-date_from": (
@@ -824,7 +815,6 @@ LIST_REFUSALS = {
         "date_range",
     ),
     "date_range-bad-side": ("date_range=2026-01-01,soon", "date_to"),
-    "date_range-reversed": ("date_range=2026-02-01,2026-01-01", "date_from"),
     "unknown-parameter": ("limit=5&colour=red", "colour"),
     "unknown-parameter-typo": ("user=alice", "user"),
     "bad-tag-space": ("tag=two%20words", "tag"),
