@@ -44,8 +44,8 @@ lint: install ## ruff + mypy
 bench: install ## benchmark listing cost per strategy vs a Scan baseline (ratios, one run)
 	$(BIN)/python -m benchmarks.listing
 
-reconcile: install ## report S3/DynamoDB orphans both ways (APPLY=1 deletes them; AWS_ENDPOINT_URL for emulators)
-	$(BIN)/python -m scripts.reconcile $(if $(APPLY),--apply)
+reconcile: install ## report S3/DynamoDB orphans (FIX=1 deletes them; AWS_ENDPOINT_URL for emulators)
+	$(BIN)/python -m scripts.reconcile $(if $(FIX),--fix)
 
 # --- Deploy: LocalStack via tflocal (the same infra/ deploys to AWS with plain terraform) ---
 STAGE ?= localstack

@@ -8,6 +8,9 @@ error classes with :func:`to_chalice_error`; Chalice renders those as
 
 from __future__ import annotations
 
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as AwsConnectionError
+from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
 from chalice.app import (
     BadRequestError,
     ChaliceViewError,
@@ -31,7 +34,7 @@ class UnsupportedMediaTypeError(ChaliceViewError):
 
 
 class ServiceUnavailableError(ChaliceViewError):
-    """HTTP 503: a dependency (bucket or table) does not answer."""
+    """HTTP 503: a dependency (bucket or table) does not answer, fails, or throttles."""
 
     STATUS_CODE = 503
 
@@ -80,6 +83,75 @@ class WriteConflictError(ImageServiceError):
     """A conditional write lost a race with another request (409)."""
 
 
+#: What a boto3 call raises when S3 or DynamoDB fails rather than our code: an error
+#: answer (``ClientError``), or no usable answer (connection refused or reset, connect or
+#: read timeout). Programming errors (``ParamValidationError``, ...) are not in it.
+AWS_CALL_FAILURES: tuple[type[Exception], ...] = (ClientError, AwsConnectionError, HTTPClientError)
+
+_THROTTLING = ThrottledRetryableChecker()
+
+
+def aws_error_code(error: Exception) -> str:
+    """The AWS error code of a ``ClientError`` (``"SlowDown"``), else the exception's
+    class name (``"ReadTimeoutError"``)."""
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code") or type(error).__name__)
+    return type(error).__name__
+
+
+def cancellation_reasons(error: Exception) -> list[str]:
+    """The per-item codes of a ``TransactionCanceledException`` (``"None"``,
+    ``"ConditionalCheckFailed"``, ``"ThrottlingError"``, ``"TransactionConflict"``, ...);
+    empty for any other error."""
+    if not isinstance(error, ClientError):
+        return []
+    reasons = error.response.get("CancellationReasons") or []
+    return [str(reason.get("Code", "")) for reason in reasons]
+
+
+def is_throttling(error: Exception) -> bool:
+    """Whether ``error`` is S3 or DynamoDB refusing for lack of capacity: one of the codes
+    botocore's standard retry mode treats as throttling (``SlowDown``,
+    ``ProvisionedThroughputExceededException``, ``ThrottlingException``, ...), or a
+    transaction cancelled because an item was throttled."""
+    if not isinstance(error, ClientError):
+        return False
+    context = RetryContext(attempt_number=1, parsed_response=error.response)
+    return bool(_THROTTLING.is_retryable(context)) or "ThrottlingError" in cancellation_reasons(
+        error
+    )
+
+
+class DependencyError(ImageServiceError):
+    """S3 or DynamoDB failed, after the client's retries (503).
+
+    The message names the dependency first, then the step, the AWS error code, and what
+    the failure left behind for the client, e.g.
+    ``"s3: storing the image failed (SlowDown, throttled); the image was not saved; retry"``.
+
+    Args:
+        dependency: ``"s3"`` or ``"dynamodb"``.
+        step: what was being done, e.g. ``"saving the image's metadata"``.
+        error: what the boto3 call raised (one of :data:`AWS_CALL_FAILURES`).
+        outcome: the state the request leaves, and what the client should do.
+
+    Attributes:
+        dependency: as given.
+        code: see :func:`aws_error_code`.
+        throttled: see :func:`is_throttling`.
+        answered: the dependency answered with an error, so the call had no effect;
+            False when no answer came (timeout, lost connection): it may have had one.
+    """
+
+    def __init__(self, dependency: str, step: str, error: Exception, outcome: str) -> None:
+        self.dependency = dependency
+        self.code = aws_error_code(error)
+        self.throttled = is_throttling(error)
+        self.answered = isinstance(error, ClientError)
+        reason = f"{self.code}, throttled" if self.throttled else self.code
+        super().__init__(f"{dependency}: {step} failed ({reason}); {outcome}")
+
+
 _HTTP_ERRORS: list[tuple[type[ImageServiceError], type[ChaliceViewError]]] = [
     # Subclasses before their bases: the first match wins.
     (PayloadTooLargeError, RequestEntityTooLargeError),
@@ -89,6 +161,9 @@ _HTTP_ERRORS: list[tuple[type[ImageServiceError], type[ChaliceViewError]]] = [
     (NotOwnerError, ForbiddenError),
     (ImageNotFoundError, NotFoundError),
     (WriteConflictError, ConflictError),
+    # Throttling too: the capacity that ran out is the service's, shared by every
+    # caller, not this caller's quota, so 503 (RFC 9110 15.6.4), not 429.
+    (DependencyError, ServiceUnavailableError),
 ]
 
 

@@ -345,18 +345,82 @@ class ImageMetadataStore:
                 return
             request["ExclusiveStartKey"] = last_key
 
-    def scan_images(self) -> Iterator[ImageRecord]:
-        """Every image record, by Scan: for the reconcile command only, never a request."""
+    # --- reconcile: Scans, never a request path ---------------------------------------
+
+    def scan_images_and_memberships(self) -> tuple[list[ImageRecord], list[dict[str, str]]]:
+        """Every image record and every membership item, by one consistent Scan.
+
+        For ``make reconcile`` only: a Scan reads the whole table.
+
+        Returns:
+            ``(records, memberships)``. A membership is any item whose partition key
+            starts with ``TAG#`` (one tag or a pair of tags), as ``{"pk", "sk",
+            "image_id"}``. Feed-month markers are neither and are not returned.
+        """
         paginator = self._dynamodb.get_paginator("scan")
         pages = paginator.paginate(
             TableName=self.table_name,
-            FilterExpression="#sk = :meta",
-            ExpressionAttributeNames={"#sk": SORT_KEY},
-            ExpressionAttributeValues={":meta": {"S": IMAGE_SORT_KEY}},
+            ConsistentRead=True,
+            FilterExpression="(begins_with(#pk, :image) AND #sk = :meta) OR begins_with(#pk, :tag)",
+            ExpressionAttributeNames={"#pk": PARTITION_KEY, "#sk": SORT_KEY},
+            ExpressionAttributeValues=_serialize(
+                {":image": "IMAGE#", ":meta": IMAGE_SORT_KEY, ":tag": "TAG#"}
+            ),
         )
+        records: list[ImageRecord] = []
+        memberships: list[dict[str, str]] = []
         for page in pages:
-            for item in page.get("Items", []):
-                yield _record(_deserialize(item))
+            for raw in page.get("Items", []):
+                item = _deserialize(raw)
+                partition, sort_key = str(item[PARTITION_KEY]), str(item[SORT_KEY])
+                if partition.startswith("TAG#"):
+                    image_id = str(item.get("image_id") or sort_key.rpartition("#")[2])
+                    memberships.append({"pk": partition, "sk": sort_key, "image_id": image_id})
+                else:
+                    records.append(_record(item))
+        return records, memberships
+
+    def delete_orphan_membership(self, membership: dict[str, str]) -> bool:
+        """Delete one membership item if its image item does not exist.
+
+        One transaction: a ``ConditionCheck`` that the image item is absent, and the
+        ``Delete``; so a membership of a live image is never removed, whatever raced.
+
+        Args:
+            membership: ``{"pk", "sk", "image_id"}`` as returned by
+                :meth:`scan_images_and_memberships`.
+
+        Returns:
+            Whether it was deleted (False: its image exists).
+
+        Raises:
+            botocore.exceptions.ClientError: any other DynamoDB failure.
+        """
+        try:
+            self._dynamodb.transact_write_items(
+                TransactItems=[
+                    {
+                        "ConditionCheck": {
+                            "TableName": self.table_name,
+                            "Key": _serialize(_image_key(membership["image_id"])),
+                            "ConditionExpression": f"attribute_not_exists({PARTITION_KEY})",
+                        }
+                    },
+                    {
+                        "Delete": {
+                            "TableName": self.table_name,
+                            "Key": _serialize(
+                                {PARTITION_KEY: membership["pk"], SORT_KEY: membership["sk"]}
+                            ),
+                        }
+                    },
+                ]
+            )
+        except self._dynamodb.exceptions.TransactionCanceledException as exc:
+            if _condition_failed(exc.response):
+                return False
+            raise
+        return True
 
     def check(self) -> None:
         """Raise the client's error if the table does not answer (for ``/health``)."""

@@ -4,7 +4,12 @@
   fails, the object is deleted before the error propagates. No request leaves an object
   without metadata or metadata without an object.
 - Delete removes metadata first (readers stop seeing the image at once), then the
-  object; a failed object delete is logged and left to ``python -m chalicelib.reconcile``.
+  object; a failed object delete is logged and left to ``make reconcile``.
+- A failing dependency (an error answer, throttling after the client's retries, no answer)
+  is a :class:`DependencyError` (503) naming the step and what it left. When no answer
+  came, the step may have taken effect: a consistent read decides before anything is
+  undone, and while it cannot decide, the object stays for ``make reconcile`` (bytes
+  without metadata are invisible; metadata without bytes would not be).
 """
 
 from __future__ import annotations
@@ -19,9 +24,18 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from chalicelib.config import Settings
-from chalicelib.errors import ImageNotFoundError, MissingIdentityError, NotOwnerError
+from chalicelib.errors import (
+    AWS_CALL_FAILURES,
+    DependencyError,
+    ImageNotFoundError,
+    MissingIdentityError,
+    NotOwnerError,
+    WriteConflictError,
+    cancellation_reasons,
+)
 from chalicelib.metadata import ImageMetadataStore, ImageRecord
 from chalicelib.pagination import PageTokenCodec
 from chalicelib.storage import ImageStorage, object_key
@@ -37,6 +51,25 @@ from chalicelib.validation import (
 
 logger = logging.getLogger(__name__)
 
+#: Retries and timeouts of every boto3 client, sized for a Lambda that API Gateway waits
+#: 29 s for (``lambda_timeout`` is 30). botocore's defaults are 60 s per connect and per
+#: read: one stuck call would outlive the request, and the client would get API Gateway's
+#: bare 504 instead of our 503. "standard" mode retries throttling, 5xx and connection
+#: errors with jittered exponential backoff (< 1 s, then < 2 s when throttled) and makes
+#: TransactWriteItems retries idempotent (botocore fills in ``ClientRequestToken``). So
+#: one call gives up after at most 3 x (2 + 4) + 3 = 21 s; a throttled or failing
+#: dependency usually within 1-3 s, leaving time to undo an upload and answer. Healthy
+#: calls take milliseconds; 4 s between bytes still covers a slow 10 MiB PutObject.
+AWS_MAX_ATTEMPTS = 3
+AWS_CONNECT_TIMEOUT_SECONDS = 2.0
+AWS_READ_TIMEOUT_SECONDS = 4.0
+AWS_CLIENT_CONFIG = Config(
+    # ``total_max_attempts`` counts the first try; botocore's ``max_attempts`` does not.
+    retries={"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS},
+    connect_timeout=AWS_CONNECT_TIMEOUT_SECONDS,
+    read_timeout=AWS_READ_TIMEOUT_SECONDS,
+)
+
 
 @dataclass(frozen=True)
 class AwsClients:
@@ -51,13 +84,19 @@ class AwsClients:
     s3_presigner: Any
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AwsClients:
+    def from_settings(cls, settings: Settings, config: Config | None = None) -> AwsClients:
         """Clients for the default session; endpoints come from boto3's own variables
-        (``AWS_ENDPOINT_URL`` …), the presigner's from ``S3_PUBLIC_ENDPOINT_URL``."""
+        (``AWS_ENDPOINT_URL`` …), the presigner's from ``S3_PUBLIC_ENDPOINT_URL``. Every
+        client has :data:`AWS_CLIENT_CONFIG` (standard retries, explicit timeouts), with
+        ``config`` merged over it when given (e.g. a larger connection pool for a tool
+        that calls from many threads)."""
         session = boto3.session.Session()
-        s3_config = Config(
-            signature_version="s3v4",
-            s3={"addressing_style": "path" if settings.s3_path_style else "virtual"},
+        base = AWS_CLIENT_CONFIG if config is None else AWS_CLIENT_CONFIG.merge(config)
+        s3_config = base.merge(
+            Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path" if settings.s3_path_style else "virtual"},
+            )
         )
         s3 = session.client("s3", config=s3_config)
         presigner = s3
@@ -65,7 +104,8 @@ class AwsClients:
             presigner = session.client(
                 "s3", config=s3_config, endpoint_url=settings.s3_public_endpoint_url
             )
-        return cls(s3=s3, dynamodb=session.client("dynamodb"), s3_presigner=presigner)
+        dynamodb = session.client("dynamodb", config=base)
+        return cls(s3=s3, dynamodb=dynamodb, s3_presigner=presigner)
 
 
 class ImageService:
@@ -108,6 +148,8 @@ class ImageService:
             InvalidInputError: the declared content type contradicts the bytes.
             PayloadTooLargeError, UnsupportedImageError: see :func:`inspect_image`.
             WriteConflictError: the metadata transaction found an existing item.
+            DependencyError: S3 or DynamoDB failed; the message says whether the image
+                was saved (no, unless DynamoDB's answer was lost and cannot be checked).
         """
         info = inspect_image(
             request.data,
@@ -137,14 +179,69 @@ class ImageService:
             created_at=now,
             updated_at=now,
         )
-        self.storage.put(record.s3_key, request.data, record.content_type, record.sha256)
+        try:
+            self.storage.put(record.s3_key, request.data, record.content_type, record.sha256)
+        except AWS_CALL_FAILURES as exc:
+            logger.warning("upload %s: S3 put failed", image_id, exc_info=True)
+            outcome = "the image was not saved; retry"
+            raise DependencyError("s3", "storing the image", exc, outcome) from exc
         try:
             self.metadata.put_image(record)
+        except AWS_CALL_FAILURES as exc:
+            self._settle_failed_metadata_write(record, exc)
+        except WriteConflictError as exc:
+            self._settle_failed_metadata_write(record, exc)
         except BaseException:
-            logger.warning("metadata write failed for %s; deleting its object", image_id)
-            self.storage.delete(record.s3_key)
+            self._undo_upload(record)
             raise
         return record
+
+    def _settle_failed_metadata_write(self, record: ImageRecord, error: Exception) -> None:
+        """After the metadata transaction of ``record`` raised ``error``: return if the
+        image was saved after all, else undo the object and raise.
+
+        An error answer means nothing was written. No answer means it may have been, and
+        so does a conflict: the id is new, so an existing item is this transaction's
+        own, retried after its answer was lost (botocore's ``ClientRequestToken`` makes
+        DynamoDB answer such a retry with success; emulators may not). A consistent read
+        decides; if that fails too, the object stays (``make reconcile`` removes it if
+        no record points at it).
+
+        Raises:
+            WriteConflictError: ``error`` itself, when no item of this id exists.
+            DependencyError: the image was not saved, or it cannot be told.
+        """
+        step = "saving the image's metadata"
+        logger.warning("upload %s: metadata write failed", record.image_id, exc_info=True)
+        if not isinstance(error, ClientError):
+            try:
+                saved = self.metadata.get_image(record.image_id) is not None
+            except AWS_CALL_FAILURES:
+                logger.warning("upload %s: cannot tell if it was saved", record.image_id)
+                outcome = (
+                    f"the image may have been saved as {record.image_id}: "
+                    f"GET /images/{record.image_id} tells (404: retry)"
+                )
+                raise DependencyError("dynamodb", step, error, outcome) from error
+            if saved:
+                logger.warning("upload %s: the transaction committed after all", record.image_id)
+                return
+        self._undo_upload(record)
+        if isinstance(error, WriteConflictError):
+            raise error
+        raise DependencyError("dynamodb", step, error, "the image was not saved; retry") from error
+
+    def _undo_upload(self, record: ImageRecord) -> None:
+        """Delete the object of an upload whose metadata was not written; if that fails,
+        log it: the object is invisible and ``make reconcile`` removes it."""
+        try:
+            self.storage.delete(record.s3_key)
+        except Exception:
+            logger.exception(
+                "upload %s: object %s not deleted; `make reconcile` will remove it",
+                record.image_id,
+                record.s3_key,
+            )
 
     def list_images(self, query: ListQuery) -> dict[str, Any]:
         """A page of images, newest first: ``{"items", "count", "next_token"}``.
@@ -224,21 +321,68 @@ class ImageService:
             MissingIdentityError: ``caller`` is None.
             ImageNotFoundError: no such image.
             NotOwnerError: ``caller`` is not the owner.
+            WriteConflictError: another request changed the image at the same moment.
+            DependencyError: DynamoDB failed; the message says whether the image was
+                deleted. (An S3 failure after the metadata is gone is only logged.)
         """
         if not caller:
             raise MissingIdentityError("X-User-Id: missing; say who you are to delete an image")
-        record = self.get_image(image_id)
+        try:
+            record = self.get_image(image_id)
+        except AWS_CALL_FAILURES as exc:
+            logger.warning("delete %s: reading the image failed", image_id, exc_info=True)
+            outcome = "the image was not deleted; retry"
+            raise DependencyError("dynamodb", "reading the image", exc, outcome) from exc
         if record.user_id != caller:
             raise NotOwnerError("X-User-Id: only the owner may delete this image")
-        self.metadata.delete_image(record, owner=caller)
+        try:
+            self.metadata.delete_image(record, owner=caller)
+        except ImageNotFoundError:
+            # Gone since the read: a concurrent delete, or this delete's own transaction
+            # retried after its answer was lost. The object goes too, either way.
+            self._delete_object(record)
+            raise
+        except AWS_CALL_FAILURES as exc:
+            self._settle_failed_metadata_delete(record, exc)
+        self._delete_object(record)
+
+    def _delete_object(self, record: ImageRecord) -> None:
+        """Delete the object of an image whose metadata is gone; if that fails, log it:
+        ``make reconcile`` removes it."""
         try:
             self.storage.delete(record.s3_key)
         except Exception:
             logger.exception(
                 "object %s of deleted image %s was not deleted; `make reconcile` will remove it",
                 record.s3_key,
-                image_id,
+                record.image_id,
             )
+
+    def _settle_failed_metadata_delete(self, record: ImageRecord, error: Exception) -> None:
+        """After the delete transaction of ``record`` raised ``error``: return if the
+        metadata is gone after all (the caller then deletes the object), else raise.
+
+        Raises:
+            WriteConflictError: a concurrent transaction on the same items won.
+            DependencyError: the image was not deleted, or it cannot be told.
+        """
+        step = "deleting the image's metadata"
+        logger.warning("delete %s: metadata delete failed", record.image_id, exc_info=True)
+        if "TransactionConflict" in cancellation_reasons(error):
+            raise WriteConflictError(
+                "image_id: another request changed this image at the same moment; retry"
+            ) from error
+        not_deleted = "the image was not deleted; retry"
+        if isinstance(error, ClientError):
+            raise DependencyError("dynamodb", step, error, not_deleted) from error
+        try:
+            gone = self.metadata.get_image(record.image_id) is None
+        except AWS_CALL_FAILURES:
+            outcome = "the image may have been deleted: retry (404 means it was)"
+            raise DependencyError("dynamodb", step, error, outcome) from error
+        if not gone:
+            raise DependencyError("dynamodb", step, error, not_deleted) from error
+        logger.warning("delete %s: the transaction committed after all", record.image_id)
 
     def health(self) -> dict[str, str]:
         """``{"bucket": "ok"|error, "table": "ok"|error}`` — every check, even after a failure."""

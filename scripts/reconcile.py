@@ -4,7 +4,7 @@ The bucket and table names come from the stage in ``.chalice/config.json`` (defa
 ``dev``, what ``make run`` serves) unless ``BUCKET_NAME`` is already set; the endpoint
 comes from ``AWS_ENDPOINT_URL`` as for every boto3 client (``make run`` prints it).
 
-Usage: ``python -m scripts.reconcile [--stage dev] [--apply] [--grace-minutes 15]``
+Usage: ``python -m scripts.reconcile [--stage dev] [--fix] [--grace-minutes 15]``
 """
 
 from __future__ import annotations
