@@ -40,6 +40,7 @@ from chalicelib.reconcile import reconcile
 from chalicelib.service import ImageService
 from scripts.emulator import MotoServer
 from tests.integration import serial_moto
+from tests.integration.support import require_tools
 from tests.integration.wiring import png, upload_request, wire_service
 from tests.invariants import WrittenKeys, complete_problems, gone_problems, snapshot
 
@@ -62,6 +63,7 @@ EMULATOR_CONFIG = Config(read_timeout=120, max_pool_connections=4 * WORKERS)
 
 @pytest.fixture(scope="module")
 def serial_moto_server() -> Iterator[MotoServer]:
+    require_tools()
     server = serial_moto.start()
     yield server
     server.stop()
