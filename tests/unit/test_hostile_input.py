@@ -113,7 +113,7 @@ Request = Callable[[Store], Any]
 
 
 def multipart(data: bytes, filename: str = "photo.jpg", declared: str = "image/jpeg") -> Request:
-    """POST /images as multipart/form-data, owner alice, tags from ``tags=`` below."""
+    """POST /images as multipart/form-data: this file, owner alice."""
     return multipart_fields(("file", (filename, data, declared)), ("user_id", "alice"))
 
 
