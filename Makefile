@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test unit integration deploy-test lint bench reconcile up package deploy destroy url down clean
+.PHONY: help install run token test unit integration deploy-test lint bench reconcile up package deploy destroy url down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -21,8 +21,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 
 install: $(VENV)/.installed ## create .venv and install runtime + dev dependencies
 
-run: install ## serve the API on http://127.0.0.1:$(PORT) (moto's server unless AWS_ENDPOINT_URL is set)
+run: install ## serve the API on http://127.0.0.1:$(PORT) (moto's server unless AWS_ENDPOINT_URL is set; AUTH_MODE=jwt for tokens)
 	$(BIN)/python -m scripts.run_local --port $(PORT)
+
+token: install ## print a bearer token for USER (TTL seconds, default 3600) signed with the dev stage's JWT_SECRET
+	@$(BIN)/python -m scripts.token "$(USER)" $(if $(TTL),--ttl $(TTL))
 
 test: install ## run every test: unit, integration, deploy (skips print their reason)
 	$(BIN)/pytest
@@ -58,8 +61,9 @@ TF_INIT_FLAGS := -input=false $(if $(TF_PLUGIN_DIR),-plugin-dir=$(TF_PLUGIN_DIR)
 # LocalStack state lives in its own workspace, so infra/ can also hold a real AWS deploy.
 LOCALSTACK_TF := TF_WORKSPACE=localstack AWS_ENDPOINT_URL=$(LOCALSTACK_URL) AWS_DEFAULT_REGION=$(REGION) DISABLE_DEPRECATION_NOTICE=1
 TF_VARS := -input=false -var-file=localstack.tfvars -var stage=$(STAGE) -var region=$(REGION)
-# TOKEN_SECRET: the caller's TF_VAR_token_secret, else the one generated into infra/.token_secret.
-WITH_SECRET := TF_VAR_token_secret="$${TF_VAR_token_secret:-$$(cat .token_secret)}"
+# TOKEN_SECRET: the caller's TF_VAR_token_secret, else the one generated into infra/.token_secret;
+# JWT_SECRET likewise (TF_VAR_jwt_secret, infra/.jwt_secret). TF_VAR_auth_mode picks the authorizer.
+WITH_SECRET := TF_VAR_token_secret="$${TF_VAR_token_secret:-$$(cat .token_secret)}" TF_VAR_jwt_secret="$${TF_VAR_jwt_secret:-$$(cat .jwt_secret)}"
 
 up: ## start LocalStack (docker compose) and wait until it is healthy
 	docker compose up -d --wait localstack
@@ -73,16 +77,16 @@ package: install ## chalice package --pkg-format terraform into infra/chalice, t
 $(PACKAGED):
 	$(MAKE) package
 
-$(TF_DIR)/.token_secret:
+$(TF_DIR)/.token_secret $(TF_DIR)/.jwt_secret:
 	umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(48))' > $@
 
-deploy: package $(TF_DIR)/.token_secret ## package the app and apply infra/ to LocalStack with tflocal (after `make up`)
+deploy: package $(TF_DIR)/.token_secret $(TF_DIR)/.jwt_secret ## package the app and apply infra/ to LocalStack with tflocal (after `make up`)
 	cd $(TF_DIR) && $(LOCALSTACK_TF) $(abspath $(BIN))/tflocal init $(TF_INIT_FLAGS)
 	cd $(TF_DIR) && $(LOCALSTACK_TF) $(WITH_SECRET) $(abspath $(BIN))/tflocal apply -auto-approve $(TF_VARS)
 	@echo "API base URL (make url prints it again):"
 	@$(MAKE) -s --no-print-directory url
 
-destroy: | $(PACKAGED) $(TF_DIR)/.token_secret ## destroy the LocalStack deployment (tflocal destroy)
+destroy: | $(PACKAGED) $(TF_DIR)/.token_secret $(TF_DIR)/.jwt_secret ## destroy the LocalStack deployment (tflocal destroy)
 	cd $(TF_DIR) && $(LOCALSTACK_TF) $(abspath $(BIN))/tflocal init $(TF_INIT_FLAGS)
 	cd $(TF_DIR) && $(LOCALSTACK_TF) $(WITH_SECRET) $(abspath $(BIN))/tflocal destroy -auto-approve $(TF_VARS)
 

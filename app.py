@@ -1,7 +1,10 @@
 """Image service API: route declarations only; the work is in ``chalicelib``.
 
 Every route goes through :func:`route`, which maps the services' domain errors to
-Chalice's error responses in one place (``chalicelib.errors.to_chalice_error``).
+Chalice's error responses in one place (``chalicelib.errors.to_chalice_error``) and, for
+the ``/images`` routes, attaches the ``jwt_auth`` authorizer when ``AUTH_MODE`` asks for
+it and refuses (401) a request without a principal whenever ``AUTH_MODE`` is not ``none``
+(``chalicelib.auth``).
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from chalice.app import Chalice, Request, Response
+from chalice.app import AuthRequest, AuthResponse, Chalice, Request, Response
 
+from chalicelib import auth
 from chalicelib.config import Settings
 from chalicelib.errors import (
     ImageServiceError,
@@ -34,6 +38,22 @@ app = Chalice(app_name="image-service")
 # API Gateway passes these bodies through as bytes instead of mangling them as text.
 app.api.binary_types.append("multipart/form-data")
 
+
+@app.authorizer(ttl_seconds=0)
+def jwt_auth(auth_request: AuthRequest) -> AuthResponse:
+    """API Gateway TOKEN authorizer of ``AUTH_MODE=jwt``: ``Authorization: Bearer <JWT>``.
+
+    A valid token (``chalicelib.auth.verify_token``) may call every route as its ``sub``,
+    which the views read as ``context.authorizer.principalId``; anything else is a 401.
+    ``ttl_seconds=0``: API Gateway caches no answer, so a token stops working at ``exp``.
+    """
+    return AuthResponse(routes=["*"], principal_id=auth.authorize(auth_request.token))
+
+
+#: The authorizer on the ``/images`` routes, decided at import from ``AUTH_MODE``
+#: (``chalicelib.auth.declares_authorizer``); ``/health`` and the docs stay open.
+IMAGES_AUTHORIZER = jwt_auth if auth.declares_authorizer() else None
+
 _service: ImageService | None = None
 
 
@@ -55,12 +75,22 @@ def use_service(service: ImageService | None) -> None:
 
 
 def route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``app.route`` that turns :class:`ImageServiceError` into Chalice's error response."""
+    """``app.route`` that turns :class:`ImageServiceError` into Chalice's error response.
+
+    Routes under ``/images`` are authenticated: they carry :data:`IMAGES_AUTHORIZER`, and
+    unless ``AUTH_MODE`` is ``none`` a request without a principal is a 401 even if the
+    gateway let it through.
+    """
+    authenticated = path == "/images" or path.startswith("/images/")
+    if authenticated:
+        options.setdefault("authorizer", IMAGES_AUTHORIZER)
 
     def register(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
         def view_with_errors(*args: Any, **kwargs: Any) -> Any:
             try:
+                if authenticated:
+                    _require_principal()
                 return view(*args, **kwargs)
             except ImageServiceError as exc:
                 raise to_chalice_error(exc) from exc
@@ -88,12 +118,13 @@ def _query_params() -> dict[str, list[str]]:
 
 
 def _caller() -> str | None:
-    """Who is calling: the authorizer's principal when ``AUTH_ENABLED``, otherwise the
-    ``X-User-Id`` header, the ``user_id`` query parameter, or ``user_id`` in a JSON body."""
+    """Who is calling: the authenticated principal unless ``AUTH_MODE`` is ``none``
+    (``chalicelib.auth.principal``), otherwise the ``X-User-Id`` header, the ``user_id``
+    query parameter, or ``user_id`` in a JSON body."""
     request = _request()
-    if image_service().settings.auth_enabled:
-        principal: str | None = (request.context.get("authorizer") or {}).get("principalId")
-        return principal
+    mode = image_service().settings.auth_mode
+    if mode != "none":
+        return auth.principal(mode, request.context)
     caller: str | None = (
         request.headers.get("x-user-id") or _query_params().get("user_id", [None])[0]
     )
@@ -107,6 +138,12 @@ def _caller() -> str | None:
     return caller
 
 
+def _require_principal() -> None:
+    """401 for a request without an authenticated principal, unless ``AUTH_MODE=none``."""
+    if image_service().settings.auth_mode != "none" and _caller() is None:
+        raise MissingIdentityError("Authorization: no authenticated principal")
+
+
 @route("/images", methods=["POST"], content_types=["multipart/form-data", "application/json"])
 @route(
     "/images/upload", methods=["POST"], content_types=["multipart/form-data", "application/json"]
@@ -115,18 +152,16 @@ def upload_image() -> Response:
     """Upload an image (multipart/form-data or JSON with base64); 201 with the record."""
     request = _request()
     service = image_service()
-    auth_enabled = service.settings.auth_enabled
-    caller = _caller() if auth_enabled else request.headers.get("x-user-id")
-    if auth_enabled and caller is None:
-        raise MissingIdentityError("Authorization: no authenticated principal")
+    authenticated = service.settings.auth_mode != "none"
+    caller = _caller() if authenticated else request.headers.get("x-user-id")
     upload = parse_upload(
         _body(),
         request.headers.get("content-type", ""),
         service.settings.max_image_bytes,
         default_user_id=caller,
     )
-    if auth_enabled and upload.user_id != caller:
-        raise NotOwnerError("user_id: must be the authenticated principal")
+    if authenticated and upload.user_id != caller:
+        raise NotOwnerError("user_id: must be the authenticated principal or absent")
     record = service.upload(upload)
     return Response(
         body=record.to_dict(), status_code=201, headers={"Location": f"/images/{record.image_id}"}

@@ -11,14 +11,68 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 MIB = 1024 * 1024
 #: HS256 keys shorter than the hash output weaken the token signature (RFC 7518 3.2).
 MIN_TOKEN_SECRET_BYTES = 32
 
 
+#: ``AUTH_MODE``: who the caller is. ``none``: whoever the request names (``X-User-Id``);
+#: ``jwt``: the ``sub`` of an HS256 bearer token this app's Chalice authorizer verified;
+#: ``cognito``: the ``sub`` claim of a token API Gateway's Cognito authorizer verified.
+AuthMode = Literal["none", "jwt", "cognito"]
+AUTH_MODES: tuple[AuthMode, ...] = ("none", "jwt", "cognito")
+DEFAULT_JWT_ISSUER = "image-service"
+DEFAULT_JWT_AUDIENCE = "image-service"
+
+
 class ConfigurationError(Exception):
     """A required environment variable is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    """What a bearer token must satisfy in ``AUTH_MODE=jwt`` (see ``chalicelib.auth``).
+
+    Attributes:
+        secret: HS256 key the tokens are signed with (``JWT_SECRET``, at least 32 bytes).
+        issuer: required ``iss`` claim (``JWT_ISSUER``, default ``image-service``).
+        audience: required ``aud`` claim (``JWT_AUDIENCE``, default ``image-service``).
+    """
+
+    secret: str
+    issuer: str = DEFAULT_JWT_ISSUER
+    audience: str = DEFAULT_JWT_AUDIENCE
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> JwtSettings:
+        """Read ``JWT_SECRET``, ``JWT_ISSUER``, ``JWT_AUDIENCE`` (default ``os.environ``).
+
+        Raises:
+            ConfigurationError: ``JWT_SECRET`` is unset or shorter than 32 bytes.
+        """
+        env = os.environ if environ is None else environ
+        return cls(
+            secret=_secret(env, "JWT_SECRET"),
+            issuer=env.get("JWT_ISSUER", "").strip() or DEFAULT_JWT_ISSUER,
+            audience=env.get("JWT_AUDIENCE", "").strip() or DEFAULT_JWT_AUDIENCE,
+        )
+
+
+def auth_mode(environ: Mapping[str, str] | None = None) -> AuthMode:
+    """``AUTH_MODE`` from ``environ`` (default ``os.environ``): none (when unset), jwt, cognito.
+
+    Raises:
+        ConfigurationError: any other value.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get("AUTH_MODE", "").strip().lower() or "none"
+    if value not in AUTH_MODES:
+        raise ConfigurationError(
+            f"AUTH_MODE must be one of {', '.join(AUTH_MODES)}, got {env.get('AUTH_MODE')!r}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -39,8 +93,11 @@ class Settings:
         s3_public_endpoint_url: endpoint presigned URLs are signed for, when clients
             reach S3 at another address than the service does
             (``S3_PUBLIC_ENDPOINT_URL``; unset means the service's own endpoint).
-        auth_enabled: when true, the caller's identity is the API Gateway authorizer's
-            principal, never a header (``AUTH_ENABLED``, default false).
+        auth_mode: where the caller's identity comes from (``AUTH_MODE``: ``none``, the
+            default, reads ``X-User-Id``; ``jwt`` the Chalice authorizer's principal;
+            ``cognito`` the Cognito authorizer's ``sub`` claim; never a header then).
+        jwt: the token rules when ``auth_mode`` is ``jwt``, else None (``JWT_SECRET``
+            is then required).
         s3_path_style: address buckets as ``endpoint/bucket/key`` instead of
             ``bucket.endpoint/key``; true when any S3 endpoint is overridden (emulators:
             ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ``S3_PUBLIC_ENDPOINT_URL``),
@@ -54,7 +111,8 @@ class Settings:
     max_image_pixels: int = 50_000_000
     url_expires_seconds: int = 900
     s3_public_endpoint_url: str | None = None
-    auth_enabled: bool = False
+    auth_mode: AuthMode = "none"
+    jwt: JwtSettings | None = None
     s3_path_style: bool = False
 
     @classmethod
@@ -62,9 +120,11 @@ class Settings:
         """Build settings from ``environ`` (default ``os.environ``).
 
         Raises:
-            ConfigurationError: a required variable is unset or a number is malformed.
+            ConfigurationError: a required variable is unset, a number is malformed,
+                ``AUTH_MODE`` is unknown, or ``AUTH_MODE=jwt`` lacks a ``JWT_SECRET``.
         """
         env = os.environ if environ is None else environ
+        mode = auth_mode(env)
         public_endpoint = env.get("S3_PUBLIC_ENDPOINT_URL") or None
         endpoint_overridden = any(
             env.get(name) for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
@@ -77,7 +137,8 @@ class Settings:
             max_image_pixels=_positive_int(env, "MAX_IMAGE_PIXELS", 50_000_000),
             url_expires_seconds=_positive_int(env, "URL_EXPIRES_SECONDS", 900),
             s3_public_endpoint_url=public_endpoint,
-            auth_enabled=env.get("AUTH_ENABLED", "false").lower() in ("1", "true", "yes"),
+            auth_mode=mode,
+            jwt=JwtSettings.from_env(env) if mode == "jwt" else None,
             s3_path_style=endpoint_overridden or public_endpoint is not None,
         )
 
@@ -90,10 +151,14 @@ def _required(env: Mapping[str, str], name: str) -> str:
 
 
 def _token_secret(env: Mapping[str, str]) -> str:
-    secret = _required(env, "TOKEN_SECRET")
+    return _secret(env, "TOKEN_SECRET")
+
+
+def _secret(env: Mapping[str, str], name: str) -> str:
+    secret = _required(env, name)
     if len(secret.encode()) < MIN_TOKEN_SECRET_BYTES:
         raise ConfigurationError(
-            f"TOKEN_SECRET must be at least {MIN_TOKEN_SECRET_BYTES} bytes (HS256 key)"
+            f"{name} must be at least {MIN_TOKEN_SECRET_BYTES} bytes (HS256 key)"
         )
     return secret
 

@@ -1,11 +1,19 @@
 # The Chalice app: ./chalice is the module `make package` writes
 # (`chalice package --pkg-format terraform`, then scripts/package_terraform.py).
 # Every "${var.*}" in the localstack stage of .chalice/config.json (environment) and in
-# .chalice/policy-localstack.json (IAM policy) is one of the inputs below, so the
-# function's environment and its permissions point at exactly this bucket and table.
+# .chalice/policy-localstack*.json (IAM policies) is one of the inputs below, so the
+# functions' environment and permissions point at exactly this bucket and table.
 
 resource "aws_cloudwatch_log_group" "api" {
   name              = "/aws/lambda/${local.function_name}"
+  retention_in_days = var.log_retention_days
+}
+
+# The Chalice authorizer's function (jwt_auth): created in every auth_mode, invoked by
+# API Gateway only when auth_mode = "jwt". Its policy (.chalice/policy-localstack-authorizer.json)
+# allows nothing but writing to this log group.
+resource "aws_cloudwatch_log_group" "authorizer" {
+  name              = "/aws/lambda/${local.function_name}-jwt_auth"
   retention_in_days = var.log_retention_days
 }
 
@@ -22,5 +30,25 @@ module "api" {
   max_image_pixels       = var.max_image_pixels
   url_expires_seconds    = var.url_expires_seconds
   s3_public_endpoint_url = var.s3_public_endpoint_url
-  auth_enabled           = var.auth_enabled
+  # One variable: the functions' AUTH_MODE and the Swagger body (authorizer) API Gateway
+  # gets, see scripts/package_terraform.py.
+  auth_mode                = var.auth_mode
+  jwt_secret               = var.jwt_secret
+  jwt_issuer               = var.jwt_issuer
+  jwt_audience             = var.jwt_audience
+  cognito_user_pool_arn    = var.cognito_user_pool_arn
+  authorizer_log_group_arn = aws_cloudwatch_log_group.authorizer.arn
+}
+
+# Throttling of every method of the stage (API Gateway answers 429 above it, in Chalice's
+# error shape). Account-level limits still apply on top.
+resource "aws_api_gateway_method_settings" "throttling" {
+  rest_api_id = module.api.RestAPIId
+  stage_name  = module.api.StageName
+  method_path = "*/*"
+
+  settings {
+    throttling_rate_limit  = var.throttle_rate_limit
+    throttling_burst_limit = var.throttle_burst_limit
+  }
 }

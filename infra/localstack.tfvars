@@ -4,3 +4,6 @@
 s3_public_endpoint_url = "http://localhost:4566"
 localstack_edge        = "localhost.localstack.cloud:4566"
 force_destroy          = true
+# LocalStack's S3 is plain http: a TLS-only bucket policy would deny the Lambda and the
+# presigned URLs wherever LocalStack enforces bucket policies.
+require_tls = false

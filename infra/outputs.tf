@@ -26,3 +26,18 @@ output "table_name" {
   description = "DynamoDB table holding image metadata."
   value       = aws_dynamodb_table.metadata.name
 }
+
+output "auth_mode" {
+  description = "What authenticates callers of the /images routes: none, jwt or cognito."
+  value       = var.auth_mode
+
+  # Checked at plan time, before anything is created.
+  precondition {
+    condition     = var.auth_mode != "jwt" || length(var.jwt_secret) >= 32
+    error_message = "auth_mode \"jwt\" needs jwt_secret (at least 32 characters)."
+  }
+  precondition {
+    condition     = var.auth_mode != "cognito" || can(regex("^arn:[^:]+:cognito-idp:[^:]+:[0-9]{12}:userpool/.+$", var.cognito_user_pool_arn))
+    error_message = "auth_mode \"cognito\" needs cognito_user_pool_arn (arn:aws:cognito-idp:REGION:ACCOUNT:userpool/ID)."
+  }
+}

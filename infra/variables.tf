@@ -63,16 +63,90 @@ variable "s3_public_endpoint_url" {
   default     = ""
 }
 
-variable "auth_enabled" {
-  description = "AUTH_ENABLED: take the caller's identity from the API Gateway authorizer, never from a header."
-  type        = bool
-  default     = false
+variable "auth_mode" {
+  description = "AUTH_MODE of the functions, and the authorizer API Gateway runs on the /images routes: \"none\" (callers name themselves with X-User-Id), \"jwt\" (the app's Chalice authorizer verifies HS256 bearer tokens; needs jwt_secret) or \"cognito\" (a Cognito user pool authorizer; needs cognito_user_pool_arn)."
+  type        = string
+  default     = "none"
+
+  validation {
+    condition     = contains(["none", "jwt", "cognito"], var.auth_mode)
+    error_message = "auth_mode must be \"none\", \"jwt\" or \"cognito\"."
+  }
+}
+
+variable "jwt_secret" {
+  description = "HS256 key bearer tokens are signed with (JWT_SECRET), at least 32 characters; required when auth_mode is \"jwt\". `make deploy` generates one into infra/.jwt_secret."
+  type        = string
+  default     = ""
+  sensitive   = true
+
+  validation {
+    condition     = var.jwt_secret == "" || length(var.jwt_secret) >= 32
+    error_message = "jwt_secret must be at least 32 characters."
+  }
+}
+
+variable "jwt_issuer" {
+  description = "The iss claim bearer tokens must carry (JWT_ISSUER) when auth_mode is \"jwt\"."
+  type        = string
+  default     = "image-service"
+}
+
+variable "jwt_audience" {
+  description = "The aud claim bearer tokens must carry (JWT_AUDIENCE) when auth_mode is \"jwt\"."
+  type        = string
+  default     = "image-service"
+}
+
+variable "cognito_user_pool_arn" {
+  description = "ARN of the Cognito user pool whose tokens API Gateway accepts when auth_mode is \"cognito\" (e.g. aws_cognito_user_pool.<name>.arn)."
+  type        = string
+  default     = ""
+}
+
+variable "throttle_rate_limit" {
+  description = "API Gateway stage throttling: steady-state requests per second, across all clients and routes."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.throttle_rate_limit > 0
+    error_message = "throttle_rate_limit must be positive."
+  }
+}
+
+variable "throttle_burst_limit" {
+  description = "API Gateway stage throttling: requests allowed in a burst above the rate (token bucket size)."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.throttle_burst_limit > 0 && floor(var.throttle_burst_limit) == var.throttle_burst_limit
+    error_message = "throttle_burst_limit must be a positive whole number."
+  }
+}
+
+variable "abort_incomplete_multipart_upload_days" {
+  description = "Days after which S3 aborts an unfinished multipart upload to the bucket and frees its parts (the service itself uploads in one PUT)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.abort_incomplete_multipart_upload_days >= 1 && floor(var.abort_incomplete_multipart_upload_days) == var.abort_incomplete_multipart_upload_days
+    error_message = "abort_incomplete_multipart_upload_days must be a whole number of days, at least 1."
+  }
 }
 
 variable "cors_allowed_origins" {
   description = "Origins allowed to GET and PUT objects in the bucket from a browser."
   type        = list(string)
   default     = ["*"]
+}
+
+variable "require_tls" {
+  description = "Attach the bucket policy that denies every S3 request made without TLS. Set false only for emulators (LocalStack), whose endpoints are plain http."
+  type        = bool
+  default     = true
 }
 
 variable "force_destroy" {

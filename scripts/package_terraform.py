@@ -4,7 +4,8 @@
 pins ``required_version < 1.4.0`` and the AWS provider ``< 5``, declares a
 ``null_data_source`` (deprecated, and the only reason it needs the ``null`` provider), and
 names the API Gateway stage on ``aws_api_gateway_deployment`` (deprecated in provider 5.x,
-removed in 6.x). :func:`make_compatible` rewrites exactly those parts and nothing else:
+removed in 6.x). :func:`make_compatible` rewrites exactly those parts, and lets Terraform
+choose the API's authorizer:
 
 1. ``terraform``: ``required_version`` becomes ``>= 1.5.0``, the AWS provider
    ``>= 5.0, < 6.0``, and the ``null`` provider requirement is dropped.
@@ -13,8 +14,17 @@ removed in 6.x). :func:`make_compatible` rewrites exactly those parts and nothin
 3. Each ``aws_api_gateway_deployment`` with a ``stage_name`` is split into the deployment
    (redeployed when the Swagger body changes, through ``triggers``) and an
    ``aws_api_gateway_stage`` of the same name; the outputs that read the deployment's
-   ``invoke_url`` read the stage's instead.
-4. Every ``${var.NAME}`` written in the Chalice config (environment variables, the IAM
+   ``invoke_url`` read the stage's instead, and a ``StageName`` output names the stage
+   (``infra/api.tf`` sets its throttling).
+4. Authorizer by variable, when the functions' ``AUTH_MODE`` is ``${var.auth_mode}``:
+   ``app.py`` then declares its Chalice authorizer (``jwt_auth``) on the ``/images``
+   routes, and this step derives three Swagger bodies from the one Chalice wrote:
+   ``none`` (no authorizer), ``jwt`` (as written) and ``cognito`` (the same routes behind
+   a Cognito user pool authorizer for ``${var.cognito_user_pool_arn}``). The REST API
+   gets ``local.chalice_api_swaggers[var.auth_mode]``, so the one Terraform variable that
+   sets the functions' ``AUTH_MODE`` also picks what API Gateway enforces. Every body
+   answers API Gateway's own 401 and 429 in Chalice's error shape (gateway responses).
+5. Every ``${var.NAME}`` written in the Chalice config (environment variables, the IAM
    policy file) becomes a declared string ``variable``, so the generated directory is a
    module the root configuration in ``infra/`` passes bucket, table and limits into.
 
@@ -34,6 +44,32 @@ from typing import Any
 
 REQUIRED_TERRAFORM = ">= 1.5.0"
 REQUIRED_AWS_PROVIDER = ">= 5.0, < 6.0"
+AUTH_MODE_REFERENCE = "${var.auth_mode}"
+COGNITO_AUTHORIZER = "cognito_user_pool"
+COGNITO_USER_POOL_ARN = "${var.cognito_user_pool_arn}"
+#: API Gateway's own error answers, in Chalice's ``{"Code", "Message"}`` shape.
+GATEWAY_RESPONSES: dict[str, Any] = {
+    "UNAUTHORIZED": {
+        "statusCode": 401,
+        "responseParameters": {"gatewayresponse.header.WWW-Authenticate": "'Bearer'"},
+        "responseTemplates": {
+            "application/json": json.dumps(
+                {
+                    "Code": "UnauthorizedError",
+                    "Message": "Authorization: a valid bearer token is required",
+                }
+            )
+        },
+    },
+    "THROTTLED": {
+        "statusCode": 429,
+        "responseTemplates": {
+            "application/json": json.dumps(
+                {"Code": "TooManyRequestsError", "Message": "too many requests, retry later"}
+            )
+        },
+    },
+}
 _VARIABLE_REFERENCE = re.compile(r"\$\{var\.([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -49,16 +85,19 @@ def make_compatible(template: dict[str, Any]) -> dict[str, Any]:
             ``locals``, ``terraform`` and ``output`` keys, as Chalice writes it.
 
     Returns:
-        The template with the four changes listed in the module docstring applied.
+        The template with the changes listed in the module docstring applied.
 
     Raises:
-        TemplateError: the template has no ``terraform`` block, or something references
-            ``null_data_source`` (removing it would leave a dangling reference).
+        TemplateError: the template has no ``terraform`` block, something references
+            ``null_data_source`` (removing it would leave a dangling reference), a
+            function's ``AUTH_MODE`` is set to something other than ``${var.auth_mode}``,
+            or it is and the routes carry no single Chalice authorizer.
     """
     result = copy.deepcopy(template)
     _update_requirements(result)
     _drop_null_data_source(result)
     _split_api_gateway_stages(result)
+    _swagger_by_auth_mode(result)
     _declare_variables(result)
     return result
 
@@ -101,6 +140,92 @@ def _split_api_gateway_stages(template: dict[str, Any]) -> None:
         for output in template.get("output", {}).values():
             if output.get("value") == old:
                 output["value"] = new
+        template.setdefault("output", {})["StageName"] = {
+            "value": f"${{aws_api_gateway_stage.{name}.stage_name}}"
+        }
+
+
+def _swagger_by_auth_mode(template: dict[str, Any]) -> None:
+    functions: dict[str, Any] = template.get("resource", {}).get("aws_lambda_function", {})
+    modes = {
+        name: function.get("environment", {}).get("variables", {}).get("AUTH_MODE")
+        for name, function in functions.items()
+    }
+    if all(mode is None for mode in modes.values()):
+        return
+    wrong = sorted(name for name, mode in modes.items() if mode != AUTH_MODE_REFERENCE)
+    if wrong:
+        raise TemplateError(
+            f"AUTH_MODE of {', '.join(wrong)} must be {AUTH_MODE_REFERENCE!r}: the variable "
+            "that picks the API's authorizer must also tell the app which one it is"
+        )
+    local_values = template.get("locals", {})
+    if "chalice_api_swaggers" in local_values:
+        return  # already rewritten
+    swagger: dict[str, Any] = json.loads(local_values["chalice_api_swagger"])
+    custom = [
+        name
+        for name, definition in swagger.get("securityDefinitions", {}).items()
+        if definition.get("x-amazon-apigateway-authtype") == "custom"
+    ]
+    if len(custom) != 1:
+        raise TemplateError(
+            f"AUTH_MODE is {AUTH_MODE_REFERENCE!r} but the routes carry {len(custom)} Chalice "
+            "authorizers, not one: app.py declares jwt_auth when AUTH_MODE is a Terraform "
+            "reference"
+        )
+    variants = {
+        "none": _with_authorizer(swagger, custom[0], None),
+        "jwt": copy.deepcopy(swagger),
+        "cognito": _with_authorizer(
+            swagger,
+            custom[0],
+            (
+                COGNITO_AUTHORIZER,
+                {
+                    "in": "header",
+                    "type": "apiKey",
+                    "name": "Authorization",
+                    "x-amazon-apigateway-authtype": "cognito_user_pools",
+                    "x-amazon-apigateway-authorizer": {
+                        "type": "cognito_user_pools",
+                        "providerARNs": [COGNITO_USER_POOL_ARN],
+                    },
+                },
+            ),
+        ),
+    }
+    for variant in variants.values():
+        variant["x-amazon-apigateway-gateway-responses"] = GATEWAY_RESPONSES
+    local_values["chalice_api_swaggers"] = {
+        mode: json.dumps(variant) for mode, variant in variants.items()
+    }
+    local_values["chalice_api_swagger"] = "${local.chalice_api_swaggers[var.auth_mode]}"
+
+
+def _with_authorizer(
+    swagger: dict[str, Any], current: str, replacement: tuple[str, dict[str, Any]] | None
+) -> dict[str, Any]:
+    """A copy of ``swagger`` where the operations secured by ``current`` are secured by
+    ``replacement`` (a name and its security definition) instead, or by nothing (None)."""
+    result = copy.deepcopy(swagger)
+    definitions: dict[str, Any] = result.pop("securityDefinitions")
+    del definitions[current]
+    if replacement is not None:
+        definitions[replacement[0]] = replacement[1]
+    if definitions:
+        result["securityDefinitions"] = definitions
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue  # a path's "parameters" list
+            requirements = operation.pop("security", [])
+            kept = [requirement for requirement in requirements if current not in requirement]
+            if replacement is not None and len(kept) < len(requirements):
+                kept.append({replacement[0]: []})
+            if kept:
+                operation["security"] = kept
+    return result
 
 
 def _declare_variables(template: dict[str, Any]) -> None:

@@ -8,7 +8,9 @@ Steps:
    ``.chalice/config.json``, the table built from :mod:`chalicelib.schema`; both are
    created only when missing (:func:`ensure_resources`).
 3. ``chalice local --stage dev --host 127.0.0.1 --port PORT`` as a child whose environment
-   carries the endpoint, a region, and dummy credentials when the user has none.
+   carries the endpoint, a region, and dummy credentials when the user has none. The
+   rest of the caller's environment passes through; the ``dev`` stage sets no
+   ``AUTH_MODE``, so ``AUTH_MODE=jwt make run`` serves with the JWT authorizer on.
 
 Ctrl-C or SIGTERM stops ``chalice local`` (its whole process group: with autoreload it
 is two processes) and then moto. If ``chalice local`` or moto exits on its own, so does
@@ -216,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(
             f"Image service API: http://{HOST}:{args.port}  |  AWS emulator: {emulator}, "
-            f"bucket {bucket}, table {table}  |  Ctrl-C stops both",
+            f"bucket {bucket}, table {table}  |  AUTH_MODE={os.environ.get('AUTH_MODE') or 'none'}"
+            "  |  Ctrl-C stops both",
             flush=True,
         )
         while True:

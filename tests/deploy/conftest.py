@@ -138,6 +138,9 @@ def terraform(packaged_infra: Path, moto_server: MotoServer) -> Terraform:
         "TF_VAR_region": REGION,
         "TF_VAR_stage": STAGE,
         "TF_VAR_token_secret": secrets.token_urlsafe(48),
+        # Deployed with the JWT authorizer: the variable reaches the functions' AUTH_MODE.
+        "TF_VAR_auth_mode": "jwt",
+        "TF_VAR_jwt_secret": secrets.token_urlsafe(48),
         # The deployed function signs presigned URLs for this endpoint, as on LocalStack.
         "TF_VAR_s3_public_endpoint_url": endpoint,
     }
@@ -177,12 +180,19 @@ def plan(terraform: Terraform) -> dict[str, Any]:
 
 
 def not_applicable_on_moto(address: str) -> bool:
-    """API Gateway resources, and the permission that names the API.
+    """What is planned (see ``test_full_configuration_plans``), not applied, against moto.
 
-    moto's API Gateway refuses the Swagger 2.0 body Chalice generates, so these are
-    planned (see ``test_full_configuration_plans``), not applied, against moto.
+    API Gateway resources (REST API, deployment, stage, method settings) and the
+    permissions that name the API: moto's API Gateway refuses the Swagger 2.0 body Chalice
+    generates. The TLS-only bucket policy: moto applies a bucket policy's Deny statements
+    without evaluating their conditions, so it would refuse every object call, and moto
+    only speaks http anyway.
     """
-    return ".aws_api_gateway_" in f".{address}" or ".aws_lambda_permission." in f".{address}"
+    dotted = f".{address}"
+    return any(
+        kind in dotted
+        for kind in (".aws_api_gateway_", ".aws_lambda_permission.", ".aws_s3_bucket_policy.")
+    )
 
 
 @pytest.fixture(scope="session")

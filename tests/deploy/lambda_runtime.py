@@ -9,7 +9,9 @@ Lambda runtime itself provides (boto3 and its dependencies), ``HANDLER`` is
 ``module.attribute`` (``app.app`` for Chalice). The environment is the function's.
 
 Protocol: one API Gateway event as JSON per line on stdin; one line per event on stdout,
-``{"response": ...}`` or ``{"error": "<traceback>"}``. Anything the handler prints goes to
+``{"response": ...}`` or ``{"error": "<traceback>", "errorType": ..., "errorMessage": ...}``
+(``errorMessage`` is ``str(exception)``, what Lambda reports and API Gateway reads: a TOKEN
+authorizer failing with ``Unauthorized`` means 401). Anything the handler prints goes to
 stderr, so it cannot corrupt the protocol.
 """
 
@@ -54,8 +56,12 @@ def main() -> None:
     for line in sys.stdin:
         try:
             reply: dict[str, Any] = {"response": handler(json.loads(line), LambdaContext())}
-        except Exception:
-            reply = {"error": traceback.format_exc()}
+        except Exception as exc:
+            reply = {
+                "error": traceback.format_exc(),
+                "errorType": type(exc).__name__,
+                "errorMessage": str(exc),
+            }
         protocol.write(json.dumps(reply) + "\n")
 
 

@@ -2,19 +2,24 @@
 
 What LocalStack would do in `make deploy` is done here by moto's server on loopback:
 ``terraform validate`` and ``tflocal plan`` of the whole configuration; ``tflocal apply``
-of everything moto can create (bucket, table, log group, IAM role and policy, Lambda
-function). moto's API Gateway refuses Chalice's Swagger 2.0 body, so the REST API, its
-deployment and stage, and the invoke permission are planned, not applied.
+of everything moto can create (bucket with its TLS-only policy and lifecycle rule, table,
+log groups, IAM roles and policies, the API and authorizer Lambda functions). moto's API
+Gateway refuses Chalice's Swagger 2.0 body, so the REST API, its deployment, stage and
+throttling settings, and the invoke permissions are planned, not applied.
 
-Then the deployed function is read back from moto, the ``deployment.zip`` Terraform uploaded
-(same SHA-256 as moto reports) is unpacked into a fresh directory, and its handler is
-invoked in a separate Python process that sees only the zip, boto3 (as the Lambda runtime
-provides it) and the function's environment, with API Gateway REST proxy events.
+The stack is deployed with ``auth_mode = "jwt"``. The deployed functions are read back
+from moto, the ``deployment.zip`` Terraform uploaded (same SHA-256 as moto reports) is
+unpacked into a fresh directory, and its handlers are invoked in separate Python
+processes that see only the zip, boto3 (as the Lambda runtime provides it) and each
+function's environment: the ``jwt_auth`` authorizer with TOKEN events, and the API with
+API Gateway REST proxy events that carry the principal the authorizer returned, as API
+Gateway passes it on.
 """
 
 from __future__ import annotations
 
 import base64
+import fnmatch
 import hashlib
 import importlib.util
 import json
@@ -32,8 +37,10 @@ import boto3
 import pytest
 import requests
 
+from chalicelib.auth import issue_token
+from chalicelib.config import JwtSettings
 from chalicelib.schema import table_definition
-from tests.deploy.conftest import INFRA, REGION, Terraform
+from tests.deploy.conftest import INFRA, REGION, Terraform, not_applicable_on_moto
 
 pytestmark = pytest.mark.deploy
 
@@ -55,17 +62,26 @@ EXPECTED_PLAN = {
     "aws_s3_bucket_ownership_controls.images",
     "aws_s3_bucket_server_side_encryption_configuration.images",
     "aws_s3_bucket_cors_configuration.images",
+    "aws_s3_bucket_policy.images[0]",
+    "aws_s3_bucket_lifecycle_configuration.images",
     "aws_dynamodb_table.metadata",
     "aws_cloudwatch_log_group.api",
+    "aws_cloudwatch_log_group.authorizer",
+    "aws_api_gateway_method_settings.throttling",
     "module.api.aws_iam_role.api_handler_role",
     "module.api.aws_iam_role_policy.api_handler_role",
     "module.api.aws_lambda_function.api_handler",
     "module.api.aws_lambda_permission.rest_api_invoke",
+    "module.api.aws_iam_role.jwt_auth_role",
+    "module.api.aws_iam_role_policy.jwt_auth_role",
+    "module.api.aws_lambda_function.jwt_auth",
+    "module.api.aws_lambda_permission.jwt_auth_invoke",
     "module.api.aws_api_gateway_rest_api.rest_api",
     "module.api.aws_api_gateway_deployment.rest_api",
     "module.api.aws_api_gateway_stage.rest_api",
 }
 FUNCTION_NAME = "image-service-localstack"
+AUTHORIZER_NAME = f"{FUNCTION_NAME}-jwt_auth"
 
 
 def client(service: str, endpoint: str) -> Any:
@@ -119,7 +135,11 @@ def test_validate_full_configuration(terraform: Terraform) -> None:
 def test_full_configuration_plans(plan: dict[str, Any]) -> None:
     planned = {change["address"] for change in plan["resource_changes"]}
     assert planned >= EXPECTED_PLAN, EXPECTED_PLAN - planned
-    assert all(c["change"]["actions"] == ["create"] for c in plan["resource_changes"])
+    assert all(
+        c["change"]["actions"] == ["create"]
+        for c in plan["resource_changes"]
+        if c["mode"] == "managed"  # the bucket policy document is read once the bucket exists
+    )
     stage = next(
         c
         for c in plan["resource_changes"]
@@ -132,6 +152,75 @@ def test_full_configuration_plans(plan: dict[str, Any]) -> None:
         if c["address"] == "module.api.aws_api_gateway_rest_api.rest_api"
     )
     assert "multipart/form-data" in rest_api["change"]["after"]["binary_media_types"]
+    throttling = next(
+        c
+        for c in plan["resource_changes"]
+        if c["address"] == "aws_api_gateway_method_settings.throttling"
+    )
+    assert throttling["change"]["after"]["method_path"] == "*/*"
+    (settings,) = throttling["change"]["after"]["settings"]
+    assert (settings["throttling_rate_limit"], settings["throttling_burst_limit"]) == (50, 100)
+    assert plan["planned_values"]["outputs"]["auth_mode"]["value"] == "jwt"
+    # require_tls defaults to true: the TLS-only bucket policy is planned (not applied on moto).
+    assert "aws_s3_bucket_policy.images[0]" in planned
+
+
+def _swagger_security(packaged_infra: Path) -> dict[str, dict[str, Any]]:
+    """``{mode: {"METHOD /path": security}}`` of the Swagger bodies the module chooses from."""
+    template = json.loads((packaged_infra / "chalice" / "chalice.tf.json").read_text())
+    assert template["locals"]["chalice_api_swagger"] == (
+        "${local.chalice_api_swaggers[var.auth_mode]}"
+    )
+    result = {}
+    for mode, body in template["locals"]["chalice_api_swaggers"].items():
+        swagger = json.loads(body)
+        result[mode] = {
+            f"{method.upper()} {path}": operation.get("security")
+            for path, operations in swagger["paths"].items()
+            for method, operation in operations.items()
+            if isinstance(operation, dict)
+        }
+    return result
+
+
+def test_the_packaged_api_secures_exactly_the_images_routes(packaged_infra: Path) -> None:
+    security = _swagger_security(packaged_infra)
+    assert set(security) == {"none", "jwt", "cognito"}
+    for mode, authorizer in [("none", None), ("jwt", "jwt_auth"), ("cognito", "cognito_user_pool")]:
+        for operation, requirement in security[mode].items():
+            protected = operation.split(" ", 1)[1].startswith("/images") and authorizer
+            assert requirement == ([{authorizer: []}] if protected else None), (mode, operation)
+        assert any(operation.endswith(" /health") for operation in security[mode])
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"auth_mode": "cognito"}, "needs cognito_user_pool_arn"),
+        ({"auth_mode": "jwt", "jwt_secret": ""}, "needs jwt_secret"),
+    ],
+    ids=["cognito-without-pool", "jwt-without-secret"],
+)
+def test_plan_refuses_an_auth_mode_without_what_it_needs(
+    terraform: Terraform, variables: dict[str, str], message: str
+) -> None:
+    result = subprocess.run(
+        [
+            terraform.terraform,
+            "plan",
+            "-input=false",
+            "-no-color",
+            "-refresh=false",
+            *(f"-var={name}={value}" for name, value in variables.items()),
+        ],
+        cwd=terraform.workdir,
+        env=terraform.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode != 0
+    assert message in " ".join(result.stderr.split()), result.stderr
 
 
 def test_apply_creates_everything_but_the_rest_api(applied: Terraform) -> None:
@@ -140,7 +229,7 @@ def test_apply_creates_everything_but_the_rest_api(applied: Terraform) -> None:
     for child in state["values"]["root_module"].get("child_modules", []):
         resources += child["resources"]
     created = {r["address"] for r in resources if r["mode"] == "managed"}
-    applicable = {a for a in EXPECTED_PLAN if "api_gateway" not in a and "permission" not in a}
+    applicable = {address for address in EXPECTED_PLAN if not not_applicable_on_moto(address)}
     assert created >= applicable, applicable - created
 
 
@@ -153,6 +242,14 @@ def test_bucket_is_private_encrypted_and_allows_browser_get_put(applied: Terrafo
     assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
     cors = s3.get_bucket_cors(Bucket=bucket)["CORSRules"][0]
     assert {"GET", "PUT"} <= set(cors["AllowedMethods"])
+
+
+def test_bucket_drops_abandoned_multipart_uploads(applied: Terraform) -> None:
+    s3 = client("s3", applied.moto_endpoint)
+    bucket = applied.outputs["bucket_name"]
+    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert rule["Status"] == "Enabled"
+    assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
 
 
 def test_table_is_created_from_the_same_schema(applied: Terraform) -> None:
@@ -179,9 +276,18 @@ def test_table_is_created_from_the_same_schema(applied: Terraform) -> None:
 
 @pytest.fixture(scope="module")
 def function(applied: Terraform) -> dict[str, Any]:
-    """The deployed function's configuration, read back from moto."""
+    """The deployed API function's configuration, read back from moto."""
     config: dict[str, Any] = client("lambda", applied.moto_endpoint).get_function_configuration(
         FunctionName=FUNCTION_NAME
+    )
+    return config
+
+
+@pytest.fixture(scope="module")
+def authorizer_function(applied: Terraform) -> dict[str, Any]:
+    """The deployed ``jwt_auth`` authorizer function's configuration, read back from moto."""
+    config: dict[str, Any] = client("lambda", applied.moto_endpoint).get_function_configuration(
+        FunctionName=AUTHORIZER_NAME
     )
     return config
 
@@ -197,14 +303,24 @@ def test_function_environment_comes_from_terraform(
     assert env["MAX_IMAGE_BYTES"] == "10485760"
     assert env["MAX_IMAGE_PIXELS"] == "50000000"
     assert env["URL_EXPIRES_SECONDS"] == "900"
-    assert env["AUTH_ENABLED"] == "false"
+    assert env["AUTH_MODE"] == "jwt"
+    assert env["JWT_SECRET"] == applied.env["TF_VAR_jwt_secret"]
+    assert (env["JWT_ISSUER"], env["JWT_AUDIENCE"]) == ("image-service", "image-service")
     assert not any("${" in value for value in env.values()), env
     assert function["Handler"] == "app.app"
     assert function["Runtime"] == "python3.11"
 
 
-def test_function_policy_is_least_privilege(applied: Terraform, function: dict[str, Any]) -> None:
-    iam = client("iam", applied.moto_endpoint)
+def test_authorizer_function_shares_the_environment(
+    function: dict[str, Any], authorizer_function: dict[str, Any]
+) -> None:
+    assert authorizer_function["Environment"] == function["Environment"]
+    assert authorizer_function["Handler"] == "app.jwt_auth"
+    assert authorizer_function["CodeSha256"] == function["CodeSha256"]
+
+
+def _granted(iam: Any, function: dict[str, Any]) -> dict[str, set[str]]:
+    """``{resource: actions}`` the function's role allows (asserts one inline policy)."""
     role = function["Role"].rsplit("/", 1)[1]
     names = iam.list_role_policies(RoleName=role)["PolicyNames"]
     assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
@@ -219,6 +335,21 @@ def test_function_policy_is_least_privilege(applied: Terraform, function: dict[s
             granted.setdefault(resource, set()).update(
                 [actions] if isinstance(actions, str) else actions
             )
+    return granted
+
+
+def test_authorizer_policy_only_writes_its_own_logs(
+    applied: Terraform, authorizer_function: dict[str, Any]
+) -> None:
+    iam = client("iam", applied.moto_endpoint)
+    log_arn = f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/lambda/{AUTHORIZER_NAME}:*"
+    assert _granted(iam, authorizer_function) == {
+        log_arn: {"logs:CreateLogStream", "logs:PutLogEvents"}
+    }
+
+
+def test_function_policy_is_least_privilege(applied: Terraform, function: dict[str, Any]) -> None:
+    granted = _granted(client("iam", applied.moto_endpoint), function)
     bucket_arn = f"arn:aws:s3:::{applied.outputs['bucket_name']}"
     table_arn = f"arn:aws:dynamodb:{REGION}:123456789012:table/{applied.outputs['table_name']}"
     log_arn = f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/lambda/{FUNCTION_NAME}:*"
@@ -257,30 +388,38 @@ class DeployedHandler:
     def __init__(self, process: subprocess.Popen[str]) -> None:
         self.process = process
 
-    def invoke(self, event: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
-        """Send one event; return the handler's API Gateway proxy response.
+    def reply(self, event: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+        """Send one event; return ``{"response": ...}`` or ``{"error", "errorMessage", ...}``.
 
         Raises:
-            AssertionError: the handler raised, the process died, or ``timeout`` passed.
+            AssertionError: the process died or ``timeout`` passed.
         """
         assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write(json.dumps(event) + "\n")
         self.process.stdin.flush()
         ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        assert ready, f"no answer within {timeout}s to {event['httpMethod']} {event['path']}"
+        assert ready, f"no answer within {timeout}s to {json.dumps(event)[:200]}"
         line = self.process.stdout.readline()
         assert line, f"handler process exited {self.process.wait()}; its stderr is above"
         reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def invoke(self, event: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
+        """Send one event; return the handler's response.
+
+        Raises:
+            AssertionError: the handler raised, the process died, or ``timeout`` passed.
+        """
+        reply = self.reply(event, timeout)
         assert "error" not in reply, reply.get("error")
         response: dict[str, Any] = reply["response"]
         return response
 
 
-@pytest.fixture(scope="module")
-def handler(
-    applied: Terraform, function: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+def _start_handler(
+    applied: Terraform, function: dict[str, Any], root: Path
 ) -> Iterator[DeployedHandler]:
-    """The handler from the uploaded deployment.zip, with the function's environment.
+    """Run ``function``'s handler from the uploaded deployment.zip, with its environment.
 
     Like LocalStack, the process gets an AWS_ENDPOINT_URL of its own (``localhost``), and
     the function's S3_PUBLIC_ENDPOINT_URL (``127.0.0.1``) is what presigned URLs must use.
@@ -288,7 +427,6 @@ def handler(
     archive = applied.workdir / "chalice" / "deployment.zip"
     digest = base64.b64encode(hashlib.sha256(archive.read_bytes()).digest()).decode()
     assert function["CodeSha256"] == digest, "moto holds another zip than chalice package wrote"
-    root = tmp_path_factory.mktemp("lambda")
     task_root = root / "task"
     with zipfile.ZipFile(archive) as zipped:
         zipped.extractall(task_root)
@@ -332,6 +470,62 @@ def handler(
         process.wait()
 
 
+@pytest.fixture(scope="module")
+def handler(
+    applied: Terraform, function: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DeployedHandler]:
+    """The API function's handler (``app.app``)."""
+    yield from _start_handler(applied, function, tmp_path_factory.mktemp("lambda"))
+
+
+@pytest.fixture(scope="module")
+def authorizer(
+    applied: Terraform,
+    authorizer_function: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[DeployedHandler]:
+    """The ``jwt_auth`` authorizer function's handler (``app.jwt_auth``)."""
+    yield from _start_handler(applied, authorizer_function, tmp_path_factory.mktemp("authorizer"))
+
+
+def bearer_token(applied: Terraform, user: str, **overrides: Any) -> str:
+    """A token signed with the deployed JWT_SECRET (``overrides``: other settings or TTL)."""
+    ttl = overrides.pop("ttl_seconds", 600)
+    now = overrides.pop("now", None)
+    settings = JwtSettings(**{"secret": applied.env["TF_VAR_jwt_secret"], **overrides})
+    return issue_token(user, settings, ttl_seconds=ttl, now=now)
+
+
+def _token_event(event: dict[str, Any], authorization: str) -> dict[str, Any]:
+    """The TOKEN authorizer event API Gateway sends before ``event`` reaches the API."""
+    context = event["requestContext"]
+    method_arn = (
+        f"arn:aws:execute-api:{REGION}:{context['accountId']}:{context['apiId']}/"
+        f"{context['stage']}/{event['httpMethod']}{event['path']}"
+    )
+    return {"type": "TOKEN", "authorizationToken": authorization, "methodArn": method_arn}
+
+
+def as_user(event: dict[str, Any], authorizer: DeployedHandler, token: str) -> dict[str, Any]:
+    """``event`` after API Gateway ran the authorizer: allowed, principal in the context."""
+    event["headers"]["Authorization"] = f"Bearer {token}"
+    event["multiValueHeaders"]["Authorization"] = [f"Bearer {token}"]
+    token_event = _token_event(event, f"Bearer {token}")
+    answer = authorizer.invoke(token_event)
+    (statement,) = answer["policyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Action"] == "execute-api:Invoke"
+    assert any(
+        fnmatch.fnmatchcase(token_event["methodArn"], resource)
+        for resource in statement["Resource"]
+    ), statement
+    event["requestContext"]["authorizer"] = {
+        **answer["context"],
+        "principalId": answer["principalId"],
+        "integrationLatency": 1,
+    }
+    return event
+
+
 def _json(response: dict[str, Any]) -> Any:
     body = response["body"]
     if response.get("isBase64Encoded"):
@@ -339,7 +533,10 @@ def _json(response: dict[str, Any]) -> Any:
     return json.loads(body)
 
 
-def test_deployed_handler_serves_the_api(applied: Terraform, handler: DeployedHandler) -> None:
+def test_deployed_handler_serves_the_api(
+    applied: Terraform, handler: DeployedHandler, authorizer: DeployedHandler
+) -> None:
+    alice = bearer_token(applied, "alice")
     bucket = applied.outputs["bucket_name"]
     table = applied.outputs["table_name"]
     s3 = client("s3", applied.moto_endpoint)
@@ -349,7 +546,9 @@ def test_deployed_handler_serves_the_api(applied: Terraform, handler: DeployedHa
     health = handler.invoke(load_event("apigw_rest_get_health.json"))
     assert (health["statusCode"], _json(health)) == (200, {"status": "ok"})
 
-    upload = handler.invoke(load_event("apigw_rest_post_images_multipart.json"))
+    upload = handler.invoke(
+        as_user(load_event("apigw_rest_post_images_multipart.json"), authorizer, alice)
+    )
     assert upload["statusCode"] == 201, upload
     record = _json(upload)
     image_id = record["image_id"]
@@ -360,13 +559,15 @@ def test_deployed_handler_serves_the_api(applied: Terraform, handler: DeployedHa
     stored = s3.get_object(Bucket=bucket, Key=record["s3_key"])["Body"].read()
     assert stored == uploaded_png()
 
-    listing = handler.invoke(load_event("apigw_rest_get_images.json"))
+    listing = handler.invoke(as_user(load_event("apigw_rest_get_images.json"), authorizer, alice))
     assert listing["statusCode"] == 200, listing
     page = _json(listing)
     assert [item["image_id"] for item in page["items"]] == [image_id]
     assert urlsplit(page["items"][0]["url"]).netloc == public.netloc
 
-    view = handler.invoke(load_event("apigw_rest_get_image.json", image_id))
+    view = handler.invoke(
+        as_user(load_event("apigw_rest_get_image.json", image_id), authorizer, alice)
+    )
     assert view["statusCode"] == 200, view
     viewed = _json(view)
     assert viewed["image_id"] == image_id and viewed["expires_in"] == 120
@@ -375,24 +576,70 @@ def test_deployed_handler_serves_the_api(applied: Terraform, handler: DeployedHa
     fetched = requests.get(viewed["download_url"], timeout=10)
     assert fetched.status_code == 200 and fetched.content == uploaded_png()
 
-    download = handler.invoke(load_event("apigw_rest_get_image_download.json", image_id))
+    download = handler.invoke(
+        as_user(load_event("apigw_rest_get_image_download.json", image_id), authorizer, alice)
+    )
     assert download["statusCode"] == 302, download
     saved = requests.get(download["headers"]["Location"], timeout=10)
     assert saved.content == uploaded_png()
     assert "attachment" in saved.headers["Content-Disposition"]
 
-    other = load_event("apigw_rest_delete_image.json", image_id, X_User_Id="mallory")
+    # The principal decides, not the X-User-Id header (alice's in this event).
+    mallory = bearer_token(applied, "mallory")
+    other = as_user(load_event("apigw_rest_delete_image.json", image_id), authorizer, mallory)
     assert handler.invoke(other)["statusCode"] == 403
 
-    deleted = handler.invoke(load_event("apigw_rest_delete_image.json", image_id))
+    deleted = handler.invoke(
+        as_user(load_event("apigw_rest_delete_image.json", image_id), authorizer, alice)
+    )
     assert deleted["statusCode"] == 200, deleted
     assert _json(deleted) == {"message": "Image deleted", "image_id": image_id}
-    gone = handler.invoke(load_event("apigw_rest_get_image.json", image_id))
+    gone = handler.invoke(
+        as_user(load_event("apigw_rest_get_image.json", image_id), authorizer, alice)
+    )
     assert gone["statusCode"] == 404
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
     # Only the image's items go; the feed's month marker (FEEDMONTHS) may stay.
     items = dynamodb.scan(TableName=table)["Items"]
     assert not [item for item in items if image_id in json.dumps(item)], items
+
+
+@pytest.mark.parametrize(
+    ("authorization", "overrides"),
+    [
+        ("Bearer {token}", {"now": 1_700_000_000}),  # expired in 2023
+        ("Bearer {token}", {"secret": "f" * 48}),  # forged: another key
+        ("Bearer {token}", {"audience": "another-api"}),
+        ("Bearer {token}", {"issuer": "someone-else"}),
+        ("{token}", {}),  # not a Bearer credential
+    ],
+    ids=["expired", "forged", "wrong-audience", "wrong-issuer", "no-bearer-scheme"],
+)
+def test_deployed_authorizer_fails_unauthorized_for_a_bad_token(
+    applied: Terraform,
+    authorizer: DeployedHandler,
+    authorization: str,
+    overrides: dict[str, Any],
+) -> None:
+    token = bearer_token(applied, "alice", **overrides)
+    event = load_event("apigw_rest_get_images.json")
+
+    reply = authorizer.reply(_token_event(event, authorization.format(token=token)))
+
+    # Lambda reports str(exception); API Gateway turns "Unauthorized" into a 401.
+    assert reply.get("errorMessage") == "Unauthorized", reply
+
+
+def test_deployed_api_refuses_a_request_the_authorizer_did_not_pass(
+    handler: DeployedHandler,
+) -> None:
+    # Defense in depth: no principal in the context (the gateway skipped the authorizer).
+    listing = handler.invoke(load_event("apigw_rest_get_images.json"))
+    assert listing["statusCode"] == 401
+    assert _json(listing) == {
+        "Code": "UnauthorizedError",
+        "Message": "Authorization: no authenticated principal",
+    }
 
 
 def test_events_are_api_gateway_rest_proxy_events() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.config import ConfigurationError, Settings
+from chalicelib.config import ConfigurationError, JwtSettings, Settings
 from chalicelib.errors import InvalidInputError
 from chalicelib.pagination import PageTokenCodec
 
@@ -18,7 +18,8 @@ def test_settings_defaults():
     assert settings.max_image_bytes == 10 * 1024 * 1024
     assert settings.url_expires_seconds == 900
     assert settings.s3_public_endpoint_url is None
-    assert settings.auth_enabled is False
+    assert settings.auth_mode == "none"
+    assert settings.jwt is None
 
 
 def test_settings_read_every_variable():
@@ -28,7 +29,10 @@ def test_settings_read_every_variable():
             "MAX_IMAGE_BYTES": "5",
             "MAX_IMAGE_PIXELS": "6",
             "URL_EXPIRES_SECONDS": "7",
-            "AUTH_ENABLED": "true",
+            "AUTH_MODE": "jwt",
+            "JWT_SECRET": "j" * 32,
+            "JWT_ISSUER": "issuer",
+            "JWT_AUDIENCE": "audience",
             "S3_PUBLIC_ENDPOINT_URL": "http://localhost:4566",
         }
     )
@@ -39,7 +43,18 @@ def test_settings_read_every_variable():
         7,
     )
     assert settings.s3_public_endpoint_url == "http://localhost:4566"
-    assert settings.auth_enabled is True
+    assert settings.auth_mode == "jwt"
+    assert settings.jwt == JwtSettings(secret="j" * 32, issuer="issuer", audience="audience")
+
+
+def test_jwt_mode_defaults_issuer_and_audience_and_cognito_needs_no_secret():
+    jwt_mode = Settings.from_env({**BASE, "AUTH_MODE": "jwt", "JWT_SECRET": "j" * 32})
+    cognito = Settings.from_env({**BASE, "AUTH_MODE": "cognito"})
+
+    assert jwt_mode.jwt == JwtSettings(
+        secret="j" * 32, issuer="image-service", audience="image-service"
+    )
+    assert (cognito.auth_mode, cognito.jwt) == ("cognito", None)
 
 
 @pytest.mark.parametrize(
@@ -50,6 +65,9 @@ def test_settings_read_every_variable():
         ({"TOKEN_SECRET": "short"}, "TOKEN_SECRET"),
         ({"MAX_IMAGE_BYTES": "ten"}, "MAX_IMAGE_BYTES"),
         ({"URL_EXPIRES_SECONDS": "0"}, "URL_EXPIRES_SECONDS"),
+        ({"AUTH_MODE": "true"}, "AUTH_MODE must be one of none, jwt, cognito, got 'true'"),
+        ({"AUTH_MODE": "jwt"}, "JWT_SECRET is required"),
+        ({"AUTH_MODE": "jwt", "JWT_SECRET": "x" * 31}, "JWT_SECRET must be at least 32 bytes"),
     ],
 )
 def test_settings_refuse_bad_values(change, named):

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from scripts.package_terraform import (
+    COGNITO_USER_POOL_ARN,
+    GATEWAY_RESPONSES,
     REQUIRED_AWS_PROVIDER,
     REQUIRED_TERRAFORM,
     TemplateError,
@@ -57,17 +59,51 @@ TINY_POLICY = {
 }
 
 
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+# Like app.py: the authorizer is on the routes when AUTH_MODE is a Terraform reference.
+TINY_APP_WITH_AUTH = """
+import os
+from chalice import AuthResponse, Chalice
+
+app = Chalice(app_name="tiny")
+
+
+@app.authorizer(ttl_seconds=0)
+def jwt_auth(auth_request):
+    return AuthResponse(routes=["*"], principal_id="someone")
+
+
+secured = jwt_auth if os.environ["AUTH_MODE"].startswith("${") else None
+
+
+@app.route("/health")
+def health():
+    return {"status": "ok"}
+
+
+@app.route("/images/{image_id}", methods=["GET", "DELETE"], authorizer=secured)
+def image(image_id):
+    return {}
+"""
+
+
+def _with_auth_mode(config: dict[str, Any], auth_mode: str) -> dict[str, Any]:
+    result = copy.deepcopy(config)
+    result["stages"]["deploy"]["environment_variables"]["AUTH_MODE"] = auth_mode
+    return result
+
+
+def _package(
+    tmp_path_factory: pytest.TempPathFactory, app_source: str, config: dict[str, Any]
+) -> dict[str, Any]:
     """chalice.tf.json as ``chalice package --pkg-format terraform`` writes it."""
     chalice = shutil.which("chalice", path=str(Path(sys.executable).parent))
     if chalice is None:
         pytest.skip("chalice CLI is not installed next to this Python (pip install chalice)")
     project = tmp_path_factory.mktemp("tiny")
     (project / ".chalice").mkdir()
-    (project / "app.py").write_text(TINY_APP)
+    (project / "app.py").write_text(app_source)
     (project / "requirements.txt").write_text("")
-    (project / ".chalice" / "config.json").write_text(json.dumps(TINY_CONFIG))
+    (project / ".chalice" / "config.json").write_text(json.dumps(config))
     (project / ".chalice" / "policy.json").write_text(json.dumps(TINY_POLICY))
     subprocess.run(
         [chalice, "package", "--pkg-format", "terraform", "--stage", "deploy", "out"],
@@ -78,6 +114,20 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     template: dict[str, Any] = json.loads((project / "out" / "chalice.tf.json").read_text())
     return template
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A tiny app without authorizers, as Chalice packages it."""
+    return _package(tmp_path_factory, TINY_APP, TINY_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def generated_with_auth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A tiny app whose AUTH_MODE is ``${var.auth_mode}``, as Chalice packages it."""
+    return _package(
+        tmp_path_factory, TINY_APP_WITH_AUTH, _with_auth_mode(TINY_CONFIG, "${var.auth_mode}")
+    )
 
 
 def test_generated_template_still_has_what_the_step_fixes(generated: dict[str, Any]) -> None:
@@ -126,6 +176,9 @@ def test_api_stage_is_its_own_resource(generated: dict[str, Any]) -> None:
     assert result["output"]["EndpointURL"] == {
         "value": "${aws_api_gateway_stage.rest_api.invoke_url}"
     }
+    assert result["output"]["StageName"] == {
+        "value": "${aws_api_gateway_stage.rest_api.stage_name}"
+    }
     assert "aws_api_gateway_deployment" not in json.dumps(result["output"])
 
 
@@ -172,3 +225,124 @@ def test_cli_reports_a_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main([str(path)]) == 1
     assert "no 'terraform' block" in capsys.readouterr().err
     assert json.loads(path.read_text()) == {"resource": {}}
+
+
+def _swaggers(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        mode: json.loads(body) for mode, body in result["locals"]["chalice_api_swaggers"].items()
+    }
+
+
+def _security(swagger: dict[str, Any]) -> dict[str, Any]:
+    """``{"METHOD /path": security}`` of every operation."""
+    return {
+        f"{method.upper()} {path}": operation.get("security")
+        for path, operations in swagger["paths"].items()
+        for method, operation in operations.items()
+        if isinstance(operation, dict)
+    }
+
+
+def _without_auth(swagger: dict[str, Any]) -> dict[str, Any]:
+    result = copy.deepcopy(swagger)
+    result.pop("securityDefinitions", None)
+    for operations in result["paths"].values():
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                operation.pop("security", None)
+    return result
+
+
+def test_without_auth_mode_the_swagger_is_left_alone(generated: dict[str, Any]) -> None:
+    result = make_compatible(generated)
+    assert result["locals"] == generated["locals"]
+
+
+def test_the_api_takes_the_swagger_of_var_auth_mode(generated_with_auth: dict[str, Any]) -> None:
+    result = make_compatible(generated_with_auth)
+
+    assert result["locals"]["chalice_api_swagger"] == "${local.chalice_api_swaggers[var.auth_mode]}"
+    rest_api = result["resource"]["aws_api_gateway_rest_api"]["rest_api"]
+    assert rest_api["body"] == "${local.chalice_api_swagger}"
+    assert set(_swaggers(result)) == {"none", "jwt", "cognito"}
+    # The same variable is the functions' AUTH_MODE, and now a module input.
+    for function in result["resource"]["aws_lambda_function"].values():
+        assert function["environment"]["variables"]["AUTH_MODE"] == "${var.auth_mode}"
+    assert {"auth_mode", "cognito_user_pool_arn"} <= set(result["variable"])
+
+
+def test_the_three_swaggers_differ_only_in_the_authorizer(
+    generated_with_auth: dict[str, Any],
+) -> None:
+    chalice_swagger = json.loads(generated_with_auth["locals"]["chalice_api_swagger"])
+    swaggers = _swaggers(make_compatible(generated_with_auth))
+    jwt_swagger, none, cognito = swaggers["jwt"], swaggers["none"], swaggers["cognito"]
+
+    assert jwt_swagger == {
+        **chalice_swagger,
+        "x-amazon-apigateway-gateway-responses": GATEWAY_RESPONSES,
+    }
+    assert jwt_swagger["securityDefinitions"]["jwt_auth"]["x-amazon-apigateway-authorizer"] == {
+        "type": "token",
+        "authorizerUri": "${aws_lambda_function.jwt_auth.invoke_arn}",
+        "authorizerResultTtlInSeconds": 0,
+    }
+    assert _security(jwt_swagger) == {
+        "GET /health": None,
+        "GET /images/{image_id}": [{"jwt_auth": []}],
+        "DELETE /images/{image_id}": [{"jwt_auth": []}],
+    }
+    assert "securityDefinitions" not in none
+    assert set(_security(none).values()) == {None}
+    assert cognito["securityDefinitions"] == {
+        "cognito_user_pool": {
+            "in": "header",
+            "type": "apiKey",
+            "name": "Authorization",
+            "x-amazon-apigateway-authtype": "cognito_user_pools",
+            "x-amazon-apigateway-authorizer": {
+                "type": "cognito_user_pools",
+                "providerARNs": [COGNITO_USER_POOL_ARN],
+            },
+        }
+    }
+    assert _security(cognito) == {
+        "GET /health": None,
+        "GET /images/{image_id}": [{"cognito_user_pool": []}],
+        "DELETE /images/{image_id}": [{"cognito_user_pool": []}],
+    }
+    assert _without_auth(none) == _without_auth(cognito) == _without_auth(jwt_swagger)
+
+
+def test_gateway_errors_have_chalice_error_shape() -> None:
+    for name, status, code in [
+        ("UNAUTHORIZED", 401, "UnauthorizedError"),
+        ("THROTTLED", 429, "TooManyRequestsError"),
+    ]:
+        response = GATEWAY_RESPONSES[name]
+        assert response["statusCode"] == status
+        body = json.loads(response["responseTemplates"]["application/json"])
+        assert set(body) == {"Code", "Message"} and body["Code"] == code
+
+
+def test_auth_step_is_idempotent(generated_with_auth: dict[str, Any]) -> None:
+    once = make_compatible(generated_with_auth)
+    assert make_compatible(once) == once
+
+
+def test_auth_mode_must_be_the_terraform_variable(generated_with_auth: dict[str, Any]) -> None:
+    template = copy.deepcopy(generated_with_auth)
+    function = template["resource"]["aws_lambda_function"]["api_handler"]
+    function["environment"]["variables"]["AUTH_MODE"] = "jwt"
+    with pytest.raises(
+        TemplateError, match=r"AUTH_MODE of api_handler must be '\$\{var.auth_mode\}'"
+    ):
+        make_compatible(template)
+
+
+def test_auth_mode_without_an_authorizer_is_refused(generated: dict[str, Any]) -> None:
+    template = copy.deepcopy(generated)
+    function = template["resource"]["aws_lambda_function"]["api_handler"]
+    function["environment"]["variables"]["AUTH_MODE"] = "${var.auth_mode}"
+    with pytest.raises(TemplateError, match="carry 0 Chalice authorizers"):
+        make_compatible(template)
