@@ -1,7 +1,9 @@
 """The image service: joins S3 storage and DynamoDB metadata under the consistency rules.
 
-- Upload writes the object first, then the metadata transaction; if the transaction
-  fails, the object is deleted before the error propagates. No request leaves an object
+- Upload refuses whatever the image's header rules out before anything is written,
+  then writes the object (its pixels decode meanwhile; a corrupt image's object is
+  deleted again), then the metadata transaction; if the transaction fails, the object
+  is deleted before the error propagates. No request leaves an object
   without metadata or metadata without an object.
 - Delete removes metadata first (readers stop seeing the image at once), then the
   object; a failed object delete is logged and left to ``make reconcile``.
@@ -18,6 +20,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +36,7 @@ from chalicelib.errors import (
     ImageNotFoundError,
     MissingIdentityError,
     NotOwnerError,
+    UnsupportedImageError,
     WriteConflictError,
     cancellation_reasons,
 )
@@ -44,12 +48,17 @@ from chalicelib.validation import (
     UploadRequest,
     ViewOptions,
     check_declared_type,
+    check_decodes,
     format_timestamp,
     inspect_image,
     sanitize_filename,
 )
 
 logger = logging.getLogger(__name__)
+
+#: Decodes uploads' pixels while their bytes are sent to S3 (one thread per upload in
+#: flight; Lambda serves one request per process, ``chalice local`` one at a time).
+_decoder = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
 
 #: Retries and timeouts of every boto3 client, sized for a Lambda that API Gateway waits
 #: 29 s for (``lambda_timeout`` is 30). botocore's defaults are 60 s per connect and per
@@ -146,7 +155,8 @@ class ImageService:
 
         Raises:
             InvalidInputError: the declared content type contradicts the bytes.
-            PayloadTooLargeError, UnsupportedImageError: see :func:`inspect_image`.
+            PayloadTooLargeError, UnsupportedImageError: see :func:`inspect_image` and
+                :func:`check_decodes`.
             WriteConflictError: the metadata transaction found an existing item.
             DependencyError: S3 or DynamoDB failed; the message says whether the image
                 was saved (no, unless DynamoDB's answer was lost and cannot be checked).
@@ -179,12 +189,22 @@ class ImageService:
             created_at=now,
             updated_at=now,
         )
+        # The pixels decode on another thread while the bytes travel to S3 (both release
+        # the GIL): the upload takes about as long as the put alone. Nothing invalid is
+        # kept: a corrupt image's object is deleted before its 415 is returned.
+        decoded = _decoder.submit(check_decodes, request.data, request.image_field)
         try:
             self.storage.put(record.s3_key, request.data, record.content_type, record.sha256)
         except AWS_CALL_FAILURES as exc:
+            decoded.result()  # a corrupt image is a 415 whatever S3 answered
             logger.warning("upload %s: S3 put failed", image_id, exc_info=True)
             outcome = "the image was not saved; retry"
             raise DependencyError("s3", "storing the image", exc, outcome) from exc
+        try:
+            decoded.result()
+        except UnsupportedImageError:
+            self._undo_upload(record)
+            raise
         try:
             self.metadata.put_image(record)
         except AWS_CALL_FAILURES as exc:

@@ -46,6 +46,7 @@ _CONTENT_TYPE_ALIASES = {
     "image/pjpeg": "image/jpeg",
     "image/x-png": "image/png",
 }
+_NOT_AN_IMAGE = "not a decodable image; accepted types are JPEG, PNG, GIF and WebP"
 #: Declared types that say nothing about the bytes (curl's default for unknown files).
 _UNDECLARED_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
 
@@ -146,13 +147,16 @@ class ViewOptions:
 def inspect_image(
     data: bytes, max_bytes: int, max_pixels: int, field_name: str = "file"
 ) -> ImageInfo:
-    """Sniff the real type and dimensions of ``data`` with Pillow, decoding it fully.
+    """Sniff the real type and dimensions of ``data`` from its header with Pillow.
+
+    Cheap (no pixel is decoded): it refuses whatever must never be written, before
+    anything is. :func:`check_decodes` then decodes the pixels.
 
     Raises:
         InvalidInputError: ``data`` is empty.
         PayloadTooLargeError: more than ``max_bytes`` bytes, or more than ``max_pixels``
             pixels (a decompression bomb).
-        UnsupportedImageError: not a decodable JPEG, PNG, GIF or WebP image.
+        UnsupportedImageError: not a JPEG, PNG, GIF or WebP header.
     """
     if not data:
         raise InvalidInputError(field_name, "the image is empty")
@@ -167,22 +171,37 @@ def inspect_image(
     try:
         with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as image:
             width, height = image.size
-            if width * height > max_pixels:
-                raise PayloadTooLargeError(
-                    field_name,
-                    f"the image is {width}x{height} pixels, the limit is {max_pixels} pixels",
-                )
-            image.load()
             image_format = image.format
     except Image.DecompressionBombError as exc:
         raise PayloadTooLargeError(field_name, f"refused as a decompression bomb ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise UnsupportedImageError(
-            field_name, "not a decodable image; accepted types are JPEG, PNG, GIF and WebP"
-        ) from None
+        raise UnsupportedImageError(field_name, _NOT_AN_IMAGE) from None
+    if width * height > max_pixels:
+        raise PayloadTooLargeError(
+            field_name, f"the image is {width}x{height} pixels, the limit is {max_pixels} pixels"
+        )
     if image_format not in IMAGE_FORMATS:  # pragma: no cover - open() only tries these
         raise UnsupportedImageError(field_name, f"{image_format} images are not accepted")
     return ImageInfo(IMAGE_FORMATS[image_format], width, height)
+
+
+def check_decodes(data: bytes, field_name: str = "file") -> None:
+    """Decode every pixel of ``data`` (the first frame), which :func:`inspect_image`
+    accepted: a truncated or corrupt image fails here.
+
+    Pillow releases the GIL while it decodes, so this can run on another thread while
+    the bytes travel to S3 (see ``ImageService.upload``).
+
+    Raises:
+        UnsupportedImageError: the pixels do not decode.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as image:
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        raise UnsupportedImageError(field_name, _NOT_AN_IMAGE) from None
 
 
 def check_declared_type(declared: str | None, actual: str, field_name: str) -> None:
