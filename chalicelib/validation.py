@@ -41,6 +41,8 @@ EXTENSIONS: dict[str, str] = {
     "image/gif": "gif",
     "image/webp": "webp",
 }
+#: Filename extensions a type is saved under, by its canonical extension.
+_EXTENSION_SPELLINGS = {"jpg": {"jpg", "jpeg", "jpe", "jfif"}}
 _CONTENT_TYPE_ALIASES = {
     "image/jpg": "image/jpeg",
     "image/pjpeg": "image/jpeg",
@@ -224,19 +226,21 @@ def sanitize_filename(raw: str | None, extension: str) -> str:
     """A filename safe to store and to put in ``Content-Disposition``.
 
     Drops any directory part (``/`` or ``\\``), control and format characters, and
-    leading dots; keeps at most 255 characters (the extension survives truncation).
-    Falls back to ``image.{extension}`` when nothing is left.
+    leading dots; appends ``.{extension}`` (the sniffed type's) unless the name already
+    ends in an extension of that type, so a download never opens as another type
+    (``page.html`` holding a PNG is saved as ``page.html.png``); keeps at most 255
+    characters, extension included. Falls back to ``image.{extension}`` when nothing is
+    left.
     """
     name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     name = name.strip().lstrip(".").strip()
-    if len(name) > MAX_FILENAME_CHARS:
-        stem, dot, suffix = name.rpartition(".")
-        if dot and 0 < len(suffix) <= 10:
-            name = stem[: MAX_FILENAME_CHARS - len(suffix) - 1] + "." + suffix
-        else:
-            name = name[:MAX_FILENAME_CHARS]
-    return name or f"image.{extension}"
+    if not name:
+        return f"image.{extension}"
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or suffix.lower() not in _EXTENSION_SPELLINGS.get(extension, {extension}):
+        stem, suffix = name, extension
+    return stem[: MAX_FILENAME_CHARS - len(suffix) - 1].rstrip() + "." + suffix
 
 
 # --- upload requests --------------------------------------------------------------------
@@ -347,6 +351,8 @@ def parse_multipart(body: bytes, content_type: str) -> list[FormPart]:
     def on_part_data(data: bytes, start: int, end: int) -> None:
         parts[-1].data.extend(data[start:end])
 
+    ended: list[bool] = []
+
     parser = MultipartParser(
         boundary,
         {
@@ -356,6 +362,7 @@ def parse_multipart(body: bytes, content_type: str) -> list[FormPart]:
             "on_header_end": on_header_end,
             "on_headers_finished": on_headers_finished,
             "on_part_data": on_part_data,
+            "on_end": lambda: ended.append(True),
         },
     )
     try:
@@ -363,6 +370,8 @@ def parse_multipart(body: bytes, content_type: str) -> list[FormPart]:
         parser.finalize()
     except MultipartParseError as exc:
         raise InvalidInputError("body", f"malformed multipart/form-data ({exc})") from None
+    if not ended:  # finalize() accepts a body cut before its closing boundary
+        raise InvalidInputError("body", "malformed multipart/form-data (no closing boundary)")
     return parts
 
 
@@ -459,10 +468,19 @@ def _text_field(name: str, value: object, max_chars: int) -> str:
         return ""
     if not isinstance(value, str):
         raise InvalidInputError(name, "must be a string")
+    _require_utf8(name, value)
     value = value.strip()
     if len(value) > max_chars:
         raise InvalidInputError(name, f"is {len(value)} characters, the limit is {max_chars}")
     return value
+
+
+def _require_utf8(name: str, value: str) -> None:
+    """JSON can spell lone surrogates (``"\\ud800"``), which no UTF-8 store accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInputError(name, "contains a lone surrogate, not valid Unicode") from None
 
 
 # --- field rules ------------------------------------------------------------------------
@@ -542,6 +560,7 @@ def validate_metadata(value: object) -> dict[str, str]:
             )
         if not isinstance(item, str):
             raise InvalidInputError(f"metadata.{key}", "must be a string")
+        _require_utf8(f"metadata.{key}", item)
         if len(item) > MAX_METADATA_VALUE_CHARS:
             raise InvalidInputError(
                 f"metadata.{key}",

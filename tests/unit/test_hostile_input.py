@@ -292,23 +292,10 @@ REFUSED: list[Any] = [
      400, "body: malformed multipart/form-data"),
 ]  # fmt: skip
 
-#: Rows that fail today, reported to the owner of chalicelib/validation.py. Strict: when
-#: the fix lands the row passes, and the mark must go.
-KNOWN_BUGS = {
-    "lone-surrogate-in-title": pytest.mark.xfail(
-        strict=True,
-        reason='valid JSON ("\\ud800"), not UTF-8: DynamoDB refuses the write, 503 for bad input',
-    ),
-    "multipart-without-closing-boundary": pytest.mark.xfail(
-        strict=True,
-        reason="python-multipart's finalize() accepts a body cut before its closing boundary: 201",
-    ),
-}
-
 
 @pytest.mark.parametrize(
     ("request_", "status", "problem"),
-    [pytest.param(*case[1:], id=case[0], marks=KNOWN_BUGS.get(case[0], ())) for case in REFUSED],
+    [pytest.param(*case[1:], id=case[0]) for case in REFUSED],
 )
 def test_hostile_request_is_refused_and_writes_nothing(
     store: Store, request_: Request, status: int, problem: str
@@ -330,12 +317,14 @@ NEUTRALISED_FILENAMES = [
     ("path-traversal-json", "json", "../../etc/passwd.png", "passwd.png"),
     ("path-traversal-multipart", "multipart", "../../etc/passwd.png", "passwd.png"),
     ("windows-path-traversal", "json", "..\\..\\Windows\\win.ini.png", "win.ini.png"),
-    ("crlf-header-injection", "json", "a.png\r\nX-Injected: 1\r\n", "a.pngX-Injected: 1"),
+    ("crlf-header-injection", "json", "a.png\r\nX-Injected: 1\r\n",
+     "a.pngX-Injected: 1.png"),
     ("crlf-and-a-second-disposition", "json",
      'a.png"\r\nContent-Disposition: inline; filename="b.html',
-     'a.png"Content-Disposition: inline; filename="b.html'),
+     'a.png"Content-Disposition: inline; filename="b.html.png'),
     ("quotes-closing-the-parameter", "json", 'a"; filename="evil.png', 'a"; filename="evil.png'),
     ("escaped-quote-multipart", "multipart", 'a\\"b.png', 'a"b.png'),
+    ("html-extension-on-a-png", "json", "page.html", "page.html.png"),
     ("percent-encoded-crlf-multipart", "multipart", "a%0D%0AX-Injected: 1.png",
      "a%0D%0AX-Injected: 1.png"),
 ]  # fmt: skip
