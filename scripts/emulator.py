@@ -1,17 +1,34 @@
 """Start moto's server on loopback: the AWS emulator for `make run` and the tests.
 
-moto's server runs as a child process (``python -m moto.server``), so it behaves like a
-real endpoint: boto3 clients, presigned URLs and ``chalice local`` all talk HTTP to it.
+moto's server runs as a child process (``python -m scripts.emulator --port N``), so it
+behaves like a real endpoint: boto3 clients, presigned URLs and ``chalice local`` all
+talk HTTP to it.
+
+It answers one request at a time. moto's own threaded server is not safe for
+concurrent DynamoDB transactions: ``transact_write_items`` deep-copies the whole table
+first and, when any item's condition fails, puts that copy back, so a transaction that
+fails while another commits (two deletes of the same image, say) silently undoes the
+other one and everything written meanwhile (moto 5.2.5: 400 concurrent transactions,
+half failing a condition, lost 2 of 200 committed writes). Real DynamoDB applies each
+request atomically; serializing requests restores exactly that, while clients' calls
+still interleave freely between requests.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -68,8 +85,35 @@ class MotoServer:
                 self.process.wait()
 
 
+def serialized(app: Callable[..., Iterable[bytes]]) -> Callable[..., list[bytes]]:
+    """A WSGI app that runs ``app`` (and reads its whole body) under one lock."""
+    lock = threading.Lock()
+
+    def call(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with lock:
+            return list(app(environ, start_response))
+
+    return call
+
+
+def serve(port: int) -> None:
+    """Serve moto's backends on 127.0.0.1:``port``, one request at a time, until killed."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import run_simple
+
+    app = DomainDispatcherApplication(create_backend_app)
+    run_simple(
+        "127.0.0.1", port, serialized(app), threaded=True, request_handler=MotoRequestHandler
+    )
+
+
 def start_moto_server(port: int | None = None, quiet: bool = True) -> MotoServer:
-    """Start ``python -m moto.server`` on 127.0.0.1 and return once it accepts connections.
+    """Start moto's server (:func:`serve`) in a child process on 127.0.0.1 and return
+    once it accepts connections.
 
     Args:
         port: TCP port; a free one is picked when None.
@@ -79,10 +123,11 @@ def start_moto_server(port: int | None = None, quiet: bool = True) -> MotoServer
     output = subprocess.DEVNULL if quiet else None
     env = {**os.environ, **{k: os.environ.get(k, v) for k, v in DUMMY_CREDENTIALS.items()}}
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "scripts.emulator", "--port", str(port)],
         stdout=output,
         stderr=output,
         env=env,
+        cwd=PROJECT_DIR,
     )
     try:
         wait_for_port(port, process)
@@ -90,3 +135,9 @@ def start_moto_server(port: int | None = None, quiet: bool = True) -> MotoServer
         process.kill()
         raise
     return MotoServer(process=process, endpoint_url=f"http://127.0.0.1:{port}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="moto's server, one request at a time")
+    parser.add_argument("--port", type=int, required=True)
+    serve(parser.parse_args().port)

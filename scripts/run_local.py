@@ -40,9 +40,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.schema import create_table
 from chalicelib.storage import ImageStorage
-from scripts.emulator import DUMMY_CREDENTIALS, MotoServer, start_moto_server, wait_for_port
+from scripts.emulator import (
+    DUMMY_CREDENTIALS,
+    PROJECT_DIR,
+    MotoServer,
+    start_moto_server,
+    wait_for_port,
+)
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_REGION = DUMMY_CREDENTIALS["AWS_DEFAULT_REGION"]
 HOST = "127.0.0.1"
 

@@ -16,16 +16,17 @@ Afterwards, from outside the service:
 - nothing else is in the bucket or the table, and reconcile (no grace period) finds
   nothing.
 
-The emulator is moto's server with requests serialized (``serial_moto``), because moto's
-own threaded server can undo committed transactions under concurrency; see that module.
-The service's calls from the 16 threads still interleave freely between requests.
+The emulator is the session's moto server, which answers one request at a time because
+moto's own threaded server can undo committed transactions under concurrency (see
+``scripts/emulator.py``). The service's calls from the 16 threads still interleave
+freely between requests.
 """
 
 from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -39,8 +40,6 @@ from chalicelib.metadata import ImageRecord
 from chalicelib.reconcile import reconcile
 from chalicelib.service import ImageService
 from scripts.emulator import MotoServer
-from tests.integration import serial_moto
-from tests.integration.support import require_tools
 from tests.integration.wiring import png, upload_request, wire_service
 from tests.invariants import WrittenKeys, complete_problems, gone_problems, snapshot
 
@@ -59,14 +58,6 @@ MAX_TAGS = 2
 #: DynamoDB, ignores the retry's ``ClientRequestToken``: that tests moto, not us (the
 #: unit tests cover lost answers and retried transactions one by one).
 EMULATOR_CONFIG = Config(read_timeout=120, max_pool_connections=4 * WORKERS)
-
-
-@pytest.fixture(scope="module")
-def serial_moto_server() -> Iterator[MotoServer]:
-    require_tools()
-    server = serial_moto.start()
-    yield server
-    server.stop()
 
 
 @dataclass
@@ -133,10 +124,10 @@ def _all_at_once(calls: list[Callable[[], int]]) -> list[int]:
 
 
 def test_parallel_uploads_and_overlapping_deletes_leave_every_image_complete_or_gone(
-    serial_moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
 ):
     service, clients = wire_service(
-        serial_moto_server.endpoint_url, "concurrency", monkeypatch, EMULATOR_CONFIG
+        moto_server.endpoint_url, "concurrency", monkeypatch, EMULATOR_CONFIG
     )
     written = WrittenKeys(clients.dynamodb)
     delete_transactions: list[str] = []
