@@ -19,8 +19,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -115,6 +116,16 @@ class AwsClients:
             )
         dynamodb = session.client("dynamodb", config=base)
         return cls(s3=s3, dynamodb=dynamodb, s3_presigner=presigner)
+
+
+@contextmanager
+def _reading(step: str) -> Iterator[None]:
+    """Turn a DynamoDB failure during a read-only ``step`` into a :class:`DependencyError`."""
+    try:
+        yield
+    except AWS_CALL_FAILURES as exc:
+        logger.warning("%s failed", step, exc_info=True)
+        raise DependencyError("dynamodb", step, exc, "nothing was changed; retry") from exc
 
 
 class ImageService:
@@ -271,12 +282,14 @@ class ImageService:
 
         Raises:
             InvalidInputError: ``next_token`` is modified or from another query.
+            DependencyError: DynamoDB failed (nothing was changed).
         """
         filters = query.filters()
         start = None
         if query.next_token is not None:
             start = self._tokens.decode(query.next_token, filters)
-        page = self.metadata.list_images(query, start)
+        with _reading("listing images"):
+            page = self.metadata.list_images(query, start)
         items = [
             {
                 **record.to_dict(),
@@ -311,8 +324,10 @@ class ImageService:
 
         Raises:
             ImageNotFoundError: no such image.
+            DependencyError: DynamoDB failed (nothing was changed).
         """
-        record = self.get_image(image_id)
+        with _reading("reading the image"):
+            record = self.get_image(image_id)
         body = record.to_dict()
         if not options.metadata_only:
             body["download_url"] = self.storage.presigned_get_url(
@@ -328,8 +343,10 @@ class ImageService:
 
         Raises:
             ImageNotFoundError: no such image.
+            DependencyError: DynamoDB failed (nothing was changed).
         """
-        record = self.get_image(image_id)
+        with _reading("reading the image"):
+            record = self.get_image(image_id)
         return self.storage.presigned_get_url(
             record.s3_key, self.settings.url_expires_seconds, download_filename=record.filename
         )

@@ -500,6 +500,31 @@ def test_connection_errors_that_outlast_the_retries_are_a_503_and_save_nothing(
     _assert_nothing()
 
 
+@pytest.mark.parametrize(
+    ("path", "operation", "step"),
+    [
+        ("/images", "Query", "listing images"),
+        ("/images?user_id=alice", "Query", "listing images"),
+        ("/images/{id}", "GetItem", "reading the image"),
+        ("/images/{id}/download", "GetItem", "reading the image"),
+    ],
+)
+def test_reads_that_dynamodb_fails_are_a_503_naming_the_step(
+    client: Client, aws_clients: AwsClients, path: str, operation: str, step: str
+):
+    record = post_json(client, _upload_body()).json_body
+    Fault("dynamodb", operation, "ProvisionedThroughputExceededException").apply(aws_clients)
+
+    response = client.http.get(path.format(id=record["image_id"]))
+
+    assert response.status_code == 503
+    assert response.json_body == {
+        "Code": "ServiceUnavailableError",
+        "Message": f"dynamodb: {step} failed (ProvisionedThroughputExceededException, "
+        "throttled); nothing was changed; retry",
+    }
+
+
 # --- reconcile --------------------------------------------------------------------------
 
 
