@@ -270,6 +270,12 @@ def not_an_image(kind: str) -> bytes:
     if kind == "truncated-jpeg":
         data = noisy_jpeg()
         return data[: len(data) * 2 // 3]
+    if kind == "corrupt-jpeg":
+        # Valid header, broken entropy-coded data: only a decode finds it.
+        data = bytearray(noisy_jpeg())
+        for index in range(len(data) // 2, len(data) // 2 + 2000, 7):
+            data[index] = 0xFF
+        return bytes(data)
     if kind == "truncated-png":
         data = image_bytes("PNG", (64, 64))
         return data[: len(data) // 2]
@@ -282,10 +288,12 @@ def not_an_image(kind: str) -> bytes:
 
 
 @pytest.mark.parametrize("form", forms())
-@pytest.mark.parametrize("kind", ["text", "bmp", "tiff", "truncated-jpeg", "truncated-png"])
+@pytest.mark.parametrize(
+    "kind", ["text", "bmp", "tiff", "truncated-jpeg", "corrupt-jpeg", "truncated-png"]
+)
 def test_bytes_that_are_not_an_accepted_image_are_415(client, s3, ddb, form, kind):
     # Declared as what the header claims, so only the pixels are at fault.
-    declared = "image/jpeg" if kind == "truncated-jpeg" else "image/png"
+    declared = "image/jpeg" if kind.endswith("-jpeg") else "image/png"
     response = send(client, form, not_an_image(kind), declared=declared)
     assert_nothing_written(s3, ddb)
     assert_error(response, 415, "UnsupportedMediaTypeError", IMAGE_FIELD[form])
