@@ -44,8 +44,8 @@ lint: install ## ruff + mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install ## benchmark listing cost per strategy vs a Scan baseline (ratios, one run)
-	$(BIN)/python -m benchmarks.listing
+bench: install ## what listing (vs Scan + filter), upload and cold start cost; writes bench/results.md (ARGS=--help)
+	$(BIN)/python -m bench.run $(ARGS)
 
 reconcile: install ## report S3/DynamoDB orphans (FIX=1 deletes them; AWS_ENDPOINT_URL for emulators)
 	$(BIN)/python -m scripts.reconcile $(if $(FIX),--fix)

@@ -1,0 +1,1 @@
+"""`make bench`: the service's costs against the common Scan + filter way (see ``bench/run.py``)."""

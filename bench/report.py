@@ -1,0 +1,171 @@
+"""The benchmark's results as Markdown, rendered from the JSON document ``bench.run``
+writes (so the two never disagree)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    """The whole report: run facts, listing table, upload table, cold start, targets."""
+    run, data = results["run"], results["dataset"]
+    lines = [
+        "# Benchmark results (`make bench`)",
+        "",
+        f"- command: `{run['command']}`",
+        f"- machine: {run['machine']}",
+        f"- software: {run['software']}",
+        f"- date: {run['date']}; total runtime {run['runtime_s']:.0f} s "
+        f"(seeding {run['seed_s']:.0f} s)",
+        f"- data: {data['images']} images, {data['users']} users (Zipf-like), "
+        f"{data['tags']} tags (1-5 per image, Zipf-like), {data['months']} months ending "
+        f"{data['end']}, seed {data['seed']}; {data['service_items']} items in the "
+        f"service's table, {data['images']} in the baseline's; page size {data['limit']}",
+        f"- emulator: {run['emulator']}",
+        "",
+    ]
+    listing = results.get("listing")
+    if listing:
+        lines += [
+            "## Listing: a whole page-through, the service against Scan + filter",
+            "",
+            "*read*: items DynamoDB read (`ScannedCount`, summed over every call); *calls*: "
+            "DynamoDB calls; page latencies are per `list_images` call (service) or per Scan "
+            "call (baseline); ratios are service / baseline.",
+            "",
+        ]
+        rows = []
+        for row in listing:
+            ours, theirs = row["service"], row["baseline"]
+            rows.append(
+                [
+                    row["pattern"],
+                    ours["returned"],
+                    ours["pages"],
+                    ours["calls"],
+                    ours["read"],
+                    f"{row['read_per_returned']:.3f}",
+                    f"{ours['page_ms_median']:.1f}",
+                    f"{ours['page_ms_p95']:.1f}",
+                    f"{ours['total_ms']:.0f}",
+                    theirs["read"],
+                    theirs["calls"],
+                    f"{theirs['total_ms']:.0f}",
+                    _ratio(row["read_ratio"]),
+                    _ratio(row["time_ratio"]),
+                ]
+            )
+        lines += _table(
+            [
+                "pattern",
+                "returned",
+                "pages",
+                "calls",
+                "read",
+                "read/returned",
+                "page ms p50",
+                "page ms p95",
+                "total ms",
+                "Scan read",
+                "Scan calls",
+                "Scan ms",
+                "read ratio",
+                "time ratio",
+            ],
+            rows,
+        )
+        lines += ["", "Parameters:", ""]
+        lines += [f"- {row['pattern']}: `{row['query'] or '(none)'}`" for row in listing]
+        lines.append("")
+    uploads = results.get("upload")
+    if uploads:
+        lines += [
+            "## Upload: the service (multipart) against a bare `put_object` of the same bytes",
+            "",
+            "Median of the timed runs; peak memory is Python allocations (`tracemalloc`) "
+            "during one call, as a multiple of the image size (Pillow's decoded pixels "
+            "live outside the Python heap and are not in it). JSON/base64 form for "
+            "information.",
+            "",
+        ]
+        rows = []
+        for item in uploads:
+            phases = item["service_phases_ms_median"]
+            rows.append(
+                [
+                    item["label"],
+                    f"{item['image_bytes']:,}",
+                    "x".join(str(n) for n in item["pixels"]),
+                    f"{item['service_ms']:.1f}",
+                    f"{item['bare_put_object_ms']:.1f}",
+                    f"{item['time_ratio']:.2f}",
+                    f"{item['service_peak_x']:.2f}",
+                    f"{item['bare_put_object_peak_x']:.2f}",
+                    " / ".join(f"{phases.get(k, 0):.1f}" for k in _PHASES),
+                    f"{item['json_form_ms']:.1f} ({item['json_form_time_ratio']:.2f}x)",
+                    f"{item['json_form_peak_x']:.2f}",
+                ]
+            )
+        lines += _table(
+            [
+                "image",
+                "bytes",
+                "pixels",
+                "service ms",
+                "put_object ms",
+                "time ratio",
+                "peak x size",
+                "put_object peak x",
+                "parse / S3 / DynamoDB / other ms",
+                "JSON form ms",
+                "JSON peak x",
+            ],
+            rows,
+        )
+        lines.append("")
+    cold = results.get("cold_start")
+    if cold:
+        heaviest = ", ".join(
+            f"{name} {ms:.0f}" for name, ms in cold["heaviest_direct_imports_ms"].items()
+        )
+        loaded = ", ".join(
+            f"{name} {'loaded' if is_loaded else 'not loaded'}"
+            for name, is_loaded in cold["loaded_after_import_app"].items()
+        )
+        package = cold["deployment_zip_mib"]
+        lines += [
+            "## Cold start",
+            "",
+            f"- `python -X importtime -c 'import app'`: {cold['import_app_ms_median']:.0f} ms "
+            f"(median of {cold['runs']} fresh processes); heaviest direct imports (ms): "
+            f"{heaviest}",
+            f"- after `import app`: {loaded}",
+            "- `deployment.zip`: "
+            + (f"{package:.2f} MiB ({cold['deployment_zip_note']})" if package else "")
+            + (cold["deployment_zip_note"] if package is None else ""),
+            "",
+        ]
+    lines += ["## Targets", ""]
+    lines += _table(
+        ["target", "result", "measured"],
+        [
+            [t["target"], "PASS" if t["passed"] else "**MISS**", t["measured"]]
+            for t in results["targets"]
+        ],
+    )
+    if results.get("problems"):
+        lines += ["", "## Wrong answers", ""] + [f"- {p}" for p in results["problems"]]
+    return "\n".join(lines) + "\n"
+
+
+_PHASES = ("parse_upload", "s3_put", "dynamodb", "other")

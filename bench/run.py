@@ -1,0 +1,359 @@
+"""`make bench`: what listing, uploading and starting the service cost, in one run.
+
+1. Listing (moto in-process, ``mock_aws``): seeds a skewed data set through the
+   metadata layer, pages through nine access patterns with the service's own listing
+   code, and answers the same questions the common way (Scan + filter) on a
+   one-item-per-image table in the same emulator. Ratios are service / baseline.
+2. Upload (moto's server, real HTTP): the service's upload against a bare
+   ``put_object`` of the same bytes, at 100 KB, 1 MB and 5 MB.
+3. Cold start: ``python -X importtime -c "import app"`` in fresh processes, and the
+   size of the ``deployment.zip`` that ``chalice package`` builds.
+
+Prints a Markdown report and writes ``results.md`` and ``results.json`` (``--out-dir``,
+default ``bench/``). Exit status 1 when the service gave a wrong answer or issued a
+Scan, or (unless ``--no-fail``) when a target is missed; the report says which.
+
+Usage: ``python -m bench.run [--images 10000] [--users 100] [--tags 50] [--months 24]
+[--limit 20] [--seed 42] [--upload-runs 7] [--cold-start-runs 5] [--skip-package]
+[--skip-upload] [--skip-cold-start] [--no-moto-speedups] [--no-fail] [--out-dir DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from importlib import metadata as package_metadata
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import boto3
+from moto import mock_aws
+
+from bench import report
+from bench.coldstart import measure_cold_start
+from bench.dataset import (
+    END,
+    DatasetSpec,
+    generate,
+    seed_baseline_table,
+    seed_service_table,
+)
+from bench.listing import (
+    CallCounter,
+    Pattern,
+    ScanInRequestPath,
+    Side,
+    check,
+    choose_patterns,
+    expected_ids,
+    page_through,
+    scan_through,
+    short_pages,
+)
+from bench.moto_speedups import faster_moto
+from bench.upload import measure_uploads
+from chalicelib.config import Settings
+from chalicelib.schema import create_table
+from chalicelib.service import AwsClients, ImageService
+from chalicelib.validation import ListQuery, parse_list_query
+from scripts.emulator import DUMMY_CREDENTIALS
+
+HERE = Path(__file__).resolve().parent
+SERVICE_TABLE = "bench-images"
+BASELINE_TABLE = "bench-baseline-images"
+#: Targets from the issue.
+MAX_READ_PER_RETURNED = 1.1
+MAX_UPLOAD_TIME_RATIO_1MB = 1.5
+MAX_UPLOAD_PEAK_X = 3.0
+MAX_RUNTIME_S = 300.0
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run", description=(__doc__ or "").split("\n", 1)[0]
+    )
+    spec = DatasetSpec()
+    parser.add_argument("--images", type=int, default=spec.images)
+    parser.add_argument("--users", type=int, default=spec.users)
+    parser.add_argument("--tags", type=int, default=spec.tags)
+    parser.add_argument("--months", type=int, default=spec.months)
+    parser.add_argument("--seed", type=int, default=spec.seed)
+    parser.add_argument("--limit", type=int, default=20, help="page size (1-100)")
+    parser.add_argument("--upload-runs", type=int, default=7, help="timed runs per size")
+    parser.add_argument("--cold-start-runs", type=int, default=5, help="fresh processes")
+    parser.add_argument("--skip-package", action="store_true", help="no chalice package")
+    parser.add_argument("--skip-upload", action="store_true")
+    parser.add_argument("--skip-cold-start", action="store_true")
+    parser.add_argument(
+        "--no-moto-speedups",
+        action="store_true",
+        help="plain moto (slow beyond ~1,000 images; see bench/moto_speedups.py)",
+    )
+    parser.add_argument("--no-fail", action="store_true", help="report missed targets only")
+    parser.add_argument("--out-dir", type=Path, default=HERE)
+    args = parser.parse_args(argv)
+    if not 1 <= args.limit <= 100:
+        parser.error("--limit must be 1-100")
+    if args.images < 1 or args.users < 1 or args.tags < 1 or args.months < 3:
+        parser.error("--images, --users and --tags must be positive, --months at least 3")
+    return args
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr (stdout carries the report)."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def in_process_aws() -> Iterator[None]:
+    """moto in-process, with dummy credentials and no endpoint variables (restored after)."""
+    names = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB")
+    saved = {name: os.environ.get(name) for name in (*names, *DUMMY_CREDENTIALS)}
+    for name in names:
+        os.environ.pop(name, None)
+    os.environ.update(DUMMY_CREDENTIALS)
+    try:
+        with mock_aws():
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """No garbage collection inside the block; afterwards, everything alive (the
+    emulator's ~10^6 objects holding the tables) is moved out of the collector's sight
+    (``gc.freeze``), so a full collection does not stall one page for seconds."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.collect()
+        gc.freeze()
+        gc.enable()
+
+
+def run_listing(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Seed, page through every pattern both ways, record figures and wrong answers."""
+    spec = DatasetSpec(args.images, args.users, args.tags, args.months, args.seed)
+    records = generate(spec)
+    speedups = contextlib.nullcontext() if args.no_moto_speedups else faster_moto()
+    with in_process_aws(), speedups:
+        settings = Settings(
+            bucket_name="bench-images", table_name=SERVICE_TABLE, token_secret="b" * 32
+        )
+        clients = AwsClients.from_settings(settings)
+        counter = CallCounter()
+        counter.install(clients.dynamodb, refuse_scans=True)
+        service = ImageService.from_settings(settings, clients)
+        loader = boto3.client("dynamodb")
+        began = time.perf_counter()
+        create_table(loader, SERVICE_TABLE)
+        progress(f"seeding {spec.images} images through ImageMetadataStore.put_image …")
+        with frozen_heap():
+            seed_service_table(loader, SERVICE_TABLE, records)
+            seed_baseline_table(loader, BASELINE_TABLE, records)
+        results["run"]["seed_s"] = time.perf_counter() - began
+        results["dataset"]["service_items"] = loader.describe_table(TableName=SERVICE_TABLE)[
+            "Table"
+        ]["ItemCount"]
+        progress(f"seeded in {results['run']['seed_s']:.0f} s")
+        patterns = choose_patterns(records, spec.months)
+
+        def presign(key: str) -> str:
+            return service.storage.presigned_get_url(key, settings.url_expires_seconds)
+
+        # Warm both paths up (client endpoints, botocore models, moto's caches).
+        service.list_images(_query(args.limit))
+        loader.scan(TableName=BASELINE_TABLE, Limit=args.limit)
+        rows = []
+        for pattern in patterns:
+            ours = page_through(service, counter, pattern.params, args.limit)
+            theirs = scan_through(loader, BASELINE_TABLE, pattern.params, args.limit, presign)
+            results["problems"] += check(pattern, ours, theirs, expected_ids(pattern, records))
+            rows.append(_listing_row(pattern, ours, theirs, args.limit))
+            progress(
+                f"{pattern.name}: {ours.returned} returned, read {ours.read} "
+                f"(Scan: {theirs.read}) in {ours.seconds:.2f} s (Scan: {theirs.seconds:.2f} s)"
+            )
+        results["listing"] = rows
+        results["scans_in_request_path"] = counter.scans
+
+
+def _query(limit: int) -> ListQuery:
+    return parse_list_query({"limit": [str(limit)]})
+
+
+def _listing_row(pattern: Pattern, ours: Side, theirs: Side, limit: int) -> dict[str, Any]:
+    return {
+        "pattern": pattern.name,
+        "query": urlencode(pattern.params),
+        "without_title": pattern.without_title,
+        "service": ours.to_json(),
+        "baseline": theirs.to_json(),
+        "read_per_returned": ours.read / max(ours.returned, 1),
+        "read_ratio": ours.read / theirs.read if theirs.read else None,
+        "time_ratio": ours.seconds / theirs.seconds if theirs.seconds else None,
+        "short_pages": short_pages(ours, limit),
+    }
+
+
+def evaluate(results: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    """Each target of the issue: ``{"target", "passed", "measured"}``."""
+    targets: list[dict[str, Any]] = []
+
+    def add(target: str, passed: bool, measured: str) -> None:
+        targets.append({"target": target, "passed": passed, "measured": measured})
+
+    listing = results.get("listing") or []
+    by_name = {row["pattern"]: row for row in listing}
+    plain = [row for row in listing if not row["without_title"]]
+    if plain:
+        misses = [r for r in plain if r["read_per_returned"] > MAX_READ_PER_RETURNED]
+        worst = max(plain, key=lambda r: r["read_per_returned"])
+        add(
+            f"items read per item returned <= {MAX_READ_PER_RETURNED} (all but title search)",
+            not misses,
+            "; ".join(f"{r['pattern']} {r['read_per_returned']:.3f}" for r in misses)
+            or f"worst: {worst['pattern']} {worst['read_per_returned']:.3f}",
+        )
+    for row in listing:
+        narrowest = by_name.get(row["without_title"] or "")
+        if narrowest is not None:
+            read, limit_read = row["service"]["read"], narrowest["service"]["read"]
+            add(
+                f"{row['pattern']}: reads no more than the narrowest Query "
+                f"({narrowest['pattern']})",
+                read <= limit_read,
+                f"{read} read vs {limit_read}",
+            )
+    if listing:
+        scans = results.get("scans_in_request_path", 0)
+        add("zero Scans in any request path", scans == 0, f"{scans} Scans")
+        short = {r["pattern"]: r["short_pages"] for r in listing if r["short_pages"]}
+        add(
+            f"full pages: every page but the last has exactly {limit} items",
+            not short,
+            "; ".join(f"{name}: pages {pages[:5]}" for name, pages in short.items())
+            or f"{sum(r['service']['pages'] for r in listing)} pages checked",
+        )
+    uploads = {item["label"]: item for item in results.get("upload") or []}
+    if "1 MB" in uploads:
+        ratio = uploads["1 MB"]["time_ratio"]
+        add(
+            f"upload time <= {MAX_UPLOAD_TIME_RATIO_1MB}x a bare put_object at 1 MB",
+            ratio <= MAX_UPLOAD_TIME_RATIO_1MB,
+            f"{ratio:.2f}x",
+        )
+    if uploads:
+        peaks = {label: item["service_peak_x"] for label, item in uploads.items()}
+        add(
+            f"upload peak memory <= {MAX_UPLOAD_PEAK_X}x the image size",
+            max(peaks.values()) <= MAX_UPLOAD_PEAK_X,
+            ", ".join(f"{label} {peak:.2f}x" for label, peak in peaks.items()),
+        )
+    runtime = results["run"]["runtime_s"]
+    add(f"whole run under {MAX_RUNTIME_S:.0f} s", runtime < MAX_RUNTIME_S, f"{runtime:.0f} s")
+    return targets
+
+
+def machine() -> str:
+    """CPU model, core count, OS."""
+    model = platform.processor() or "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def software() -> str:
+    """Python and the versions of the libraries that shape the figures."""
+    versions = []
+    for name in ("moto", "boto3", "chalice", "pillow"):
+        try:
+            versions.append(f"{name} {package_metadata.version(name)}")
+        except package_metadata.PackageNotFoundError:
+            versions.append(f"{name} missing")
+    return f"Python {platform.python_version()}, " + ", ".join(versions)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; the exit status (see the module docstring)."""
+    began = time.perf_counter()
+    args = parse_args(argv)
+    command = " ".join(["python -m bench.run", *(sys.argv[1:] if argv is None else argv)])
+    emulator = (
+        "moto in-process (mock_aws)"
+        + ("" if args.no_moto_speedups else " with bench/moto_speedups.py")
+        + " for listing; moto server (HTTP on loopback) for uploads"
+    )
+    results: dict[str, Any] = {
+        "run": {
+            "command": command,
+            "machine": machine(),
+            "software": software(),
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "emulator": emulator,
+            "seed_s": 0.0,
+        },
+        "dataset": {
+            "images": args.images,
+            "users": args.users,
+            "tags": args.tags,
+            "months": args.months,
+            "end": END.date().isoformat(),
+            "seed": args.seed,
+            "limit": args.limit,
+            "service_items": 0,
+        },
+        "problems": [],
+    }
+    try:
+        run_listing(args, results)
+    except ScanInRequestPath as exc:
+        results["problems"].append(str(exc))
+        results["scans_in_request_path"] = 1
+    finally:
+        gc.unfreeze()
+    if not args.skip_upload:
+        progress("uploads: 100 KB, 1 MB, 5 MB against a bare put_object …")
+        results["upload"] = [r.to_json() for r in measure_uploads(args.upload_runs)]
+    if not args.skip_cold_start:
+        progress("cold start: python -X importtime -c 'import app' …")
+        cold = measure_cold_start(args.cold_start_runs, package=not args.skip_package)
+        results["cold_start"] = cold.to_json()
+    results["run"]["runtime_s"] = time.perf_counter() - began
+    results["targets"] = evaluate(results, args.limit)
+    markdown = report.render(results)
+    print(markdown)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "results.md").write_text(markdown)
+    (args.out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    missed = [t["target"] for t in results["targets"] if not t["passed"]]
+    for problem in results["problems"]:
+        print(f"WRONG: {problem}", file=sys.stderr)
+    for target in missed:
+        print(f"MISS: {target}", file=sys.stderr)
+    if results["problems"] or results.get("scans_in_request_path"):
+        return 1
+    return 1 if missed and not args.no_fail else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
