@@ -23,7 +23,7 @@ PATTERNS = [
     "title search",
     "title + user",
 ]
-TINY = ["--users", "10", "--tags", "8", "--no-fail"]
+TINY = ["--users", "10", "--tags", "8"]
 
 
 def run(tmp_path: Path, *extra: str) -> dict[str, Any]:
