@@ -96,8 +96,8 @@ class Settings:
         auth_mode: where the caller's identity comes from (``AUTH_MODE``: ``none``, the
             default, reads ``X-User-Id``; ``jwt`` the Chalice authorizer's principal;
             ``cognito`` the Cognito authorizer's ``sub`` claim; never a header then).
-        jwt: the token rules when ``auth_mode`` is ``jwt``, else None (``JWT_SECRET``
-            is then required).
+            The token rules of ``jwt`` are read by the authorizer itself
+            (:meth:`JwtSettings.from_env`).
         s3_path_style: address buckets as ``endpoint/bucket/key`` instead of
             ``bucket.endpoint/key``; true when any S3 endpoint is overridden (emulators:
             ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ``S3_PUBLIC_ENDPOINT_URL``),
@@ -112,7 +112,6 @@ class Settings:
     url_expires_seconds: int = 900
     s3_public_endpoint_url: str | None = None
     auth_mode: AuthMode = "none"
-    jwt: JwtSettings | None = None
     s3_path_style: bool = False
 
     @classmethod
@@ -121,10 +120,9 @@ class Settings:
 
         Raises:
             ConfigurationError: a required variable is unset, a number is malformed,
-                ``AUTH_MODE`` is unknown, or ``AUTH_MODE=jwt`` lacks a ``JWT_SECRET``.
+                or ``AUTH_MODE`` is unknown.
         """
         env = os.environ if environ is None else environ
-        mode = auth_mode(env)
         public_endpoint = env.get("S3_PUBLIC_ENDPOINT_URL") or None
         endpoint_overridden = any(
             env.get(name) for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
@@ -132,13 +130,12 @@ class Settings:
         return cls(
             bucket_name=_required(env, "BUCKET_NAME"),
             table_name=_required(env, "TABLE_NAME"),
-            token_secret=_token_secret(env),
+            token_secret=_secret(env, "TOKEN_SECRET"),
             max_image_bytes=_positive_int(env, "MAX_IMAGE_BYTES", 10 * MIB),
             max_image_pixels=_positive_int(env, "MAX_IMAGE_PIXELS", 50_000_000),
             url_expires_seconds=_positive_int(env, "URL_EXPIRES_SECONDS", 900),
             s3_public_endpoint_url=public_endpoint,
-            auth_mode=mode,
-            jwt=JwtSettings.from_env(env) if mode == "jwt" else None,
+            auth_mode=auth_mode(env),
             s3_path_style=endpoint_overridden or public_endpoint is not None,
         )
 
@@ -148,10 +145,6 @@ def _required(env: Mapping[str, str], name: str) -> str:
     if not value:
         raise ConfigurationError(f"environment variable {name} is required")
     return value
-
-
-def _token_secret(env: Mapping[str, str]) -> str:
-    return _secret(env, "TOKEN_SECRET")
 
 
 def _secret(env: Mapping[str, str], name: str) -> str:

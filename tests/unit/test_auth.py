@@ -233,7 +233,7 @@ def test_principal_by_mode(mode, context, expected):
 
 @pytest.fixture
 def jwt_service(service: ImageService) -> ImageService:
-    settings = dataclasses.replace(service.settings, auth_mode="jwt", jwt=JWT)
+    settings = dataclasses.replace(service.settings, auth_mode="jwt")
     return ImageService(service.storage, service.metadata, settings)
 
 
@@ -375,9 +375,7 @@ def test_a_refused_token_is_401_with_the_reason(jwt_client, headers, reason):
 
 
 def _mode_service(service: ImageService, mode: str) -> ImageService:
-    settings = dataclasses.replace(
-        service.settings, auth_mode=mode, jwt=JWT if mode == "jwt" else None
-    )
+    settings = dataclasses.replace(service.settings, auth_mode=mode)
     return ImageService(service.storage, service.metadata, settings)
 
 

@@ -19,7 +19,6 @@ def test_settings_defaults():
     assert settings.url_expires_seconds == 900
     assert settings.s3_public_endpoint_url is None
     assert settings.auth_mode == "none"
-    assert settings.jwt is None
 
 
 def test_settings_read_every_variable():
@@ -44,17 +43,18 @@ def test_settings_read_every_variable():
     )
     assert settings.s3_public_endpoint_url == "http://localhost:4566"
     assert settings.auth_mode == "jwt"
-    assert settings.jwt == JwtSettings(secret="j" * 32, issuer="issuer", audience="audience")
+    assert JwtSettings.from_env(
+        {"JWT_SECRET": "j" * 32, "JWT_ISSUER": "issuer", "JWT_AUDIENCE": "audience"}
+    ) == JwtSettings(secret="j" * 32, issuer="issuer", audience="audience")
 
 
-def test_jwt_mode_defaults_issuer_and_audience_and_cognito_needs_no_secret():
-    jwt_mode = Settings.from_env({**BASE, "AUTH_MODE": "jwt", "JWT_SECRET": "j" * 32})
+def test_jwt_settings_default_issuer_and_audience_and_cognito_needs_no_secret():
     cognito = Settings.from_env({**BASE, "AUTH_MODE": "cognito"})
 
-    assert jwt_mode.jwt == JwtSettings(
+    assert JwtSettings.from_env({"JWT_SECRET": "j" * 32}) == JwtSettings(
         secret="j" * 32, issuer="image-service", audience="image-service"
     )
-    assert (cognito.auth_mode, cognito.jwt) == ("cognito", None)
+    assert cognito.auth_mode == "cognito"
 
 
 @pytest.mark.parametrize(
@@ -66,13 +66,23 @@ def test_jwt_mode_defaults_issuer_and_audience_and_cognito_needs_no_secret():
         ({"MAX_IMAGE_BYTES": "ten"}, "MAX_IMAGE_BYTES"),
         ({"URL_EXPIRES_SECONDS": "0"}, "URL_EXPIRES_SECONDS"),
         ({"AUTH_MODE": "true"}, "AUTH_MODE must be one of none, jwt, cognito, got 'true'"),
-        ({"AUTH_MODE": "jwt"}, "JWT_SECRET is required"),
-        ({"AUTH_MODE": "jwt", "JWT_SECRET": "x" * 31}, "JWT_SECRET must be at least 32 bytes"),
     ],
 )
 def test_settings_refuse_bad_values(change, named):
     with pytest.raises(ConfigurationError, match=named):
         Settings.from_env({**BASE, **change})
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({}, "JWT_SECRET is required"),
+        ({"JWT_SECRET": "x" * 31}, "JWT_SECRET must be at least 32 bytes"),
+    ],
+)
+def test_jwt_settings_refuse_a_missing_or_short_secret(environ, named):
+    with pytest.raises(ConfigurationError, match=named):
+        JwtSettings.from_env(environ)
 
 
 def test_token_round_trip():
