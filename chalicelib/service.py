@@ -37,7 +37,6 @@ from chalicelib.errors import (
     ImageNotFoundError,
     MissingIdentityError,
     NotOwnerError,
-    UnsupportedImageError,
     WriteConflictError,
     cancellation_reasons,
 )
@@ -213,7 +212,7 @@ class ImageService:
             raise DependencyError("s3", "storing the image", exc, outcome) from exc
         try:
             decoded.result()
-        except UnsupportedImageError:
+        except BaseException:  # a 415, or a decoder bug: either way, keep nothing
             self._undo_upload(record)
             raise
         try:

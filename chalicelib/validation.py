@@ -205,7 +205,7 @@ def check_decodes(data: bytes, field_name: str = "file") -> None:
             # read and checked (truncation and corruption fail as at full size); only
             # the inverse DCT and colour conversion shrink (a third faster at 1 MB).
             # Other formats ignore draft().
-            image.draft(image.mode, (image.width // 8, image.height // 8))
+            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
         raise UnsupportedImageError(field_name, _NOT_AN_IMAGE) from None

@@ -615,3 +615,17 @@ def test_delete_transaction_checks_the_owner_in_dynamodb(
         service.metadata.delete_image(record, owner="mallory")
 
     assert set(_state().items) == {record.image_id}
+
+
+def test_a_decoder_crash_after_the_put_leaves_nothing(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+):
+    def crash(data: bytes, field_name: str = "file") -> None:
+        raise ZeroDivisionError("a bug in the decoder")
+
+    monkeypatch.setattr("chalicelib.service.check_decodes", crash)
+
+    response = post_json(client, _upload_body())
+
+    assert response.status_code == 500
+    _assert_nothing()

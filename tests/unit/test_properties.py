@@ -39,6 +39,7 @@ from chalicelib.storage import attachment_disposition
 from chalicelib.validation import (
     ListQuery,
     check_declared_type,
+    check_decodes,
     format_timestamp,
     inspect_image,
     normalize_tags,
@@ -255,11 +256,25 @@ def test_page_token_decode_refuses_anything_it_did_not_issue(token):
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::PIL.Image.DecompressionBombWarning")
 @settings(max_examples=200, deadline=None)
 @given(data=mutated_images() | st.binary(max_size=400))
-def test_inspect_image_of_corrupt_bytes_returns_info_or_refuses(data):
+def test_inspect_image_and_decode_of_corrupt_bytes_return_or_refuse(data):
     info = returns_or_refuses(inspect_image, data, 256 * 1024, 4_000_000)
     if info is not None:
         assert info.content_type in validation.EXTENSIONS
         assert info.width >= 1 and info.height >= 1
+        returns_or_refuses(check_decodes, data)
+
+
+@FAST
+@given(
+    fmt=st.sampled_from(["JPEG", "PNG", "GIF", "WEBP"]),
+    width=st.integers(1, 40),
+    height=st.integers(1, 40),
+)
+def test_every_valid_image_decodes_whatever_its_size(fmt, width, height):
+    data = image_bytes(fmt, (width, height))
+
+    assert inspect_image(data, 256 * 1024, 4_000_000).width == width
+    check_decodes(data)
 
 
 @FAST
