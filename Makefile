@@ -62,8 +62,9 @@ TF_INIT_FLAGS := -input=false $(if $(TF_PLUGIN_DIR),-plugin-dir=$(TF_PLUGIN_DIR)
 LOCALSTACK_TF := TF_WORKSPACE=localstack AWS_ENDPOINT_URL=$(LOCALSTACK_URL) AWS_DEFAULT_REGION=$(REGION) DISABLE_DEPRECATION_NOTICE=1
 TF_VARS := -input=false -var-file=localstack.tfvars -var stage=$(STAGE) -var region=$(REGION)
 # TOKEN_SECRET: the caller's TF_VAR_token_secret, else the one generated into infra/.token_secret;
-# JWT_SECRET likewise (TF_VAR_jwt_secret, infra/.jwt_secret). TF_VAR_auth_mode picks the authorizer.
-WITH_SECRET := TF_VAR_token_secret="$${TF_VAR_token_secret:-$$(cat .token_secret)}" TF_VAR_jwt_secret="$${TF_VAR_jwt_secret:-$$(cat .jwt_secret)}"
+# JWT_SECRET likewise (TF_VAR_jwt_secret, infra/.jwt_secret). The authorizer: TF_VAR_auth_mode,
+# else AUTH_MODE, else none on LocalStack (plain terraform defaults to jwt).
+WITH_SECRET := TF_VAR_token_secret="$${TF_VAR_token_secret:-$$(cat .token_secret)}" TF_VAR_jwt_secret="$${TF_VAR_jwt_secret:-$$(cat .jwt_secret)}" TF_VAR_auth_mode="$${TF_VAR_auth_mode:-$${AUTH_MODE:-none}}"
 
 up: ## start LocalStack (docker compose) and wait until it is healthy
 	docker compose up -d --wait localstack

@@ -66,7 +66,9 @@ variable "s3_public_endpoint_url" {
 variable "auth_mode" {
   description = "AUTH_MODE of the functions, and the authorizer API Gateway runs on the /images routes: \"none\" (callers name themselves with X-User-Id), \"jwt\" (the app's Chalice authorizer verifies HS256 bearer tokens; needs jwt_secret) or \"cognito\" (a Cognito user pool authorizer; needs cognito_user_pool_arn)."
   type        = string
-  default     = "none"
+  # Safe by default: a plain `terraform apply` (AWS) needs a jwt_secret or another mode
+  # chosen on purpose. `make deploy` (LocalStack) passes "none" unless AUTH_MODE says otherwise.
+  default = "jwt"
 
   validation {
     condition     = contains(["none", "jwt", "cognito"], var.auth_mode)

@@ -100,7 +100,7 @@ def test_every_api_method_is_throttled_by_variables() -> None:
 def test_auth_mode_is_one_variable_for_the_app_and_the_gateway() -> None:
     variables = blocks("variable")
     auth_mode = variables["auth_mode"]
-    assert (auth_mode["type"], auth_mode["default"]) == ("string", "none")
+    assert (auth_mode["type"], auth_mode["default"]) == ("string", "jwt")
     (validation,) = auth_mode["validation"]
     assert 'contains(["none", "jwt", "cognito"], var.auth_mode)' in validation["condition"]
     assert variables["jwt_secret"]["sensitive"] is True
