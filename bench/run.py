@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlencode
 
 import boto3
@@ -120,20 +121,11 @@ def progress(message: str) -> None:
 @contextlib.contextmanager
 def in_process_aws() -> Iterator[None]:
     """moto in-process, with dummy credentials and no endpoint variables (restored after)."""
-    names = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB")
-    saved = {name: os.environ.get(name) for name in (*names, *DUMMY_CREDENTIALS)}
-    for name in names:
-        os.environ.pop(name, None)
-    os.environ.update(DUMMY_CREDENTIALS)
-    try:
+    with mock.patch.dict(os.environ, DUMMY_CREDENTIALS):
+        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB"):
+            os.environ.pop(name, None)
         with mock_aws():
             yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @contextlib.contextmanager

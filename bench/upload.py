@@ -21,6 +21,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from unittest import mock
 
 from PIL import Image
 from urllib3 import encode_multipart_formdata
@@ -100,17 +101,8 @@ class UploadResult:
 @contextlib.contextmanager
 def _emulator_environment(endpoint_url: str) -> Iterator[None]:
     """boto3's endpoint and dummy credentials for the moto server, restored after."""
-    names = {**DUMMY_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint_url}
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(names)
-    try:
+    with mock.patch.dict(os.environ, {**DUMMY_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint_url}):
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _peak_bytes(action: Callable[[], Callable[[], None]]) -> int:

@@ -262,16 +262,8 @@ class ImageService:
         raise DependencyError("dynamodb", step, error, "the image was not saved; retry") from error
 
     def _undo_upload(self, record: ImageRecord) -> None:
-        """Delete the object of an upload whose metadata was not written; if that fails,
-        log it: the object is invisible and ``make reconcile`` removes it."""
-        try:
-            self.storage.delete(record.s3_key)
-        except Exception:
-            logger.exception(
-                "upload %s: object %s not deleted; `make reconcile` will remove it",
-                record.image_id,
-                record.s3_key,
-            )
+        """Delete the object of an upload whose metadata was not written."""
+        self._delete_object(record, f"upload {record.image_id}: object {record.s3_key}")
 
     def list_images(self, query: ListQuery) -> dict[str, Any]:
         """A page of images, newest first: ``{"items", "count", "next_token"}``.
@@ -382,17 +374,15 @@ class ImageService:
             self._settle_failed_metadata_delete(record, exc)
         self._delete_object(record)
 
-    def _delete_object(self, record: ImageRecord) -> None:
-        """Delete the object of an image whose metadata is gone; if that fails, log it:
-        ``make reconcile`` removes it."""
+    def _delete_object(self, record: ImageRecord, what: str | None = None) -> None:
+        """Delete ``record``'s object (that of an image whose metadata is gone, or never
+        written); if that fails, log it as ``what``: the object is invisible and ``make
+        reconcile`` removes it."""
         try:
             self.storage.delete(record.s3_key)
         except Exception:
-            logger.exception(
-                "object %s of deleted image %s was not deleted; `make reconcile` will remove it",
-                record.s3_key,
-                record.image_id,
-            )
+            what = what or f"object {record.s3_key} of deleted image {record.image_id}"
+            logger.exception("%s was not deleted; `make reconcile` will remove it", what)
 
     def _settle_failed_metadata_delete(self, record: ImageRecord, error: Exception) -> None:
         """After the delete transaction of ``record`` raised ``error``: return if the
