@@ -13,7 +13,16 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from chalice.app import AuthRequest, AuthResponse, Chalice, Request, Response
+from chalice.app import (
+    AuthRequest,
+    AuthResponse,
+    Chalice,
+    CloudWatchEvent,
+    Rate,
+    Request,
+    Response,
+    S3Event,
+)
 
 from chalicelib import auth
 from chalicelib.config import Settings
@@ -27,6 +36,7 @@ from chalicelib.errors import (
 )
 from chalicelib.openapi import openapi_document
 from chalicelib.service import ImageService
+from chalicelib.storage import UPLOAD_PREFIX, upload_bucket_name
 from chalicelib.validation import (
     parse_json_object,
     parse_list_query,
@@ -212,3 +222,17 @@ def health() -> dict[str, str]:
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3 document of this API (``chalicelib/openapi.yaml``), as JSON."""
     return openapi_document()
+
+
+@app.on_s3_event(bucket=upload_bucket_name(), events=["s3:ObjectCreated:*"], prefix=UPLOAD_PREFIX)
+def on_upload_created(event: S3Event) -> None:
+    """S3 notification for an object created under ``uploads/``: ingest that upload,
+    exactly as ``POST /uploads/{upload_id}/complete`` does (idempotent; S3 delivers
+    at least once)."""
+    image_service().ingest_uploaded_object(event.key)
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def sweep(event: CloudWatchEvent) -> None:
+    """Hourly: one bounded, resumable slice of the sweep (``chalicelib.sweep``)."""
+    image_service().sweep()

@@ -84,10 +84,27 @@ class Settings:
         table_name: DynamoDB table holding metadata (``TABLE_NAME``).
         token_secret: HMAC key that signs pagination tokens (``TOKEN_SECRET``, at least
             32 bytes).
-        max_image_bytes: largest accepted upload, in bytes (``MAX_IMAGE_BYTES``,
-            default 10 MiB).
-        max_image_pixels: largest accepted width x height, in pixels; larger images
-            are refused as decompression bombs (``MAX_IMAGE_PIXELS``, default 50 M).
+        max_image_bytes: largest accepted image, in bytes (``MAX_IMAGE_BYTES``,
+            default 50 MiB; direct uploads carry images up to it, ``POST /images`` is
+            further bounded by :data:`MAX_REQUEST_BYTES`).
+        max_image_pixels: largest accepted width x height of one frame, in pixels;
+            larger images are refused as decompression bombs (``MAX_IMAGE_PIXELS``,
+            default 50 M).
+        max_decode_bytes: most memory the pixels of one upload may take once decoded,
+            width x height x bytes per pixel x frames, checked from the header before
+            decoding (``MAX_DECODE_BYTES``, default 256 MiB).
+        max_animation_frames: most frames an animated GIF, WebP or PNG may have
+            (``MAX_ANIMATION_FRAMES``, default 300).
+        rendition_sizes: longer side, in pixels, of each WebP rendition, ascending
+            (``RENDITION_SIZES``, comma-separated, default ``320,640,1080``).
+        upload_expires_seconds: lifetime of a direct upload's presigned POST and of its
+            pending item, in seconds (``UPLOAD_EXPIRES_SECONDS``, default 3600).
+        cors_allow_origins: origins browsers may call the API and the bucket from
+            (``CORS_ALLOW_ORIGINS``, comma-separated, ``*`` allowed; empty, the
+            default, means same origin only).
+        sweep_grace_seconds: age under which the sweep leaves an object or item alone,
+            in seconds (``SWEEP_GRACE_SECONDS``, default 3600): a request may still be
+            writing it.
         url_expires_seconds: lifetime of presigned URLs in listings, and the default
             for views, in seconds (``URL_EXPIRES_SECONDS``, default 900).
         s3_public_endpoint_url: endpoint presigned URLs are signed for, when clients
@@ -107,8 +124,14 @@ class Settings:
     bucket_name: str
     table_name: str
     token_secret: str
-    max_image_bytes: int = 10 * MIB
+    max_image_bytes: int = 50 * MIB
     max_image_pixels: int = 50_000_000
+    max_decode_bytes: int = 256 * MIB
+    max_animation_frames: int = 300
+    rendition_sizes: tuple[int, ...] = (320, 640, 1080)
+    upload_expires_seconds: int = 3600
+    cors_allow_origins: tuple[str, ...] = ()
+    sweep_grace_seconds: int = 3600
     url_expires_seconds: int = 900
     s3_public_endpoint_url: str | None = None
     auth_mode: AuthMode = "none"
@@ -131,8 +154,14 @@ class Settings:
             bucket_name=_required(env, "BUCKET_NAME"),
             table_name=_required(env, "TABLE_NAME"),
             token_secret=_secret(env, "TOKEN_SECRET"),
-            max_image_bytes=_positive_int(env, "MAX_IMAGE_BYTES", 10 * MIB),
+            max_image_bytes=_positive_int(env, "MAX_IMAGE_BYTES", 50 * MIB),
             max_image_pixels=_positive_int(env, "MAX_IMAGE_PIXELS", 50_000_000),
+            max_decode_bytes=_positive_int(env, "MAX_DECODE_BYTES", 256 * MIB),
+            max_animation_frames=_positive_int(env, "MAX_ANIMATION_FRAMES", 300),
+            rendition_sizes=_sizes(env, "RENDITION_SIZES", (320, 640, 1080)),
+            upload_expires_seconds=_positive_int(env, "UPLOAD_EXPIRES_SECONDS", 3600),
+            cors_allow_origins=_origins(env, "CORS_ALLOW_ORIGINS"),
+            sweep_grace_seconds=_positive_int(env, "SWEEP_GRACE_SECONDS", 3600),
             url_expires_seconds=_positive_int(env, "URL_EXPIRES_SECONDS", 900),
             s3_public_endpoint_url=public_endpoint,
             auth_mode=auth_mode(env),
@@ -167,3 +196,31 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigurationError(f"{name} must be positive, got {value}")
     return value
+
+
+def _sizes(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """A comma-separated list of positive pixel sizes, de-duplicated and ascending."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    sizes: set[int] = set()
+    for part in raw.split(","):
+        try:
+            size = int(part.strip())
+        except ValueError:
+            raise ConfigurationError(
+                f"{name} must be comma-separated integers, got {raw!r}"
+            ) from None
+        if size <= 0:
+            raise ConfigurationError(f"{name} sizes must be positive, got {size}")
+        sizes.add(size)
+    return tuple(sorted(sizes))
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated list of origins (``https://app.example.com`` or ``*``)."""
+    origins = tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ConfigurationError(f"{name}: {origin!r} is not an origin (scheme://host[:port])")
+    return origins

@@ -410,6 +410,14 @@ class ImageService:
             raise DependencyError("dynamodb", step, error, not_deleted) from error
         logger.warning("delete %s: the transaction committed after all", record.image_id)
 
+    def ingest_uploaded_object(self, key: str) -> None:
+        """Ingest the direct upload whose bytes are at ``key`` (being built: issue 10)."""
+        raise NotImplementedError(key)
+
+    def sweep(self) -> None:
+        """One slice of the sweep (being built: issue 10)."""
+        raise NotImplementedError
+
     def health(self) -> dict[str, str]:
         """``{"bucket": "ok"|error, "table": "ok"|error}`` — every check, even after a failure."""
         checks: dict[str, str] = {}

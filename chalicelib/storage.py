@@ -10,6 +10,7 @@ client may point at an address this process cannot reach.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,32 @@ else:
     S3Client = Any
 
 KEY_PREFIX = "images/"
+#: Where direct uploads' presigned POSTs put the bytes: ``uploads/{upload_id}``. The
+#: bucket notifies ``on_upload_created`` of objects created under it, and a lifecycle
+#: rule expires what is left there.
+UPLOAD_PREFIX = "uploads/"
+#: Renditions of an image: ``renditions/{image_id}/{size}.webp``.
+RENDITION_PREFIX = "renditions/"
+
+
+def upload_bucket_name() -> str:
+    """The bucket ``app.py`` declares its S3 notification on, read at import.
+
+    ``BUCKET_NAME`` when set (``chalice local``, the Lambda); a placeholder while
+    ``chalice package`` reads the app, which ``scripts/package_terraform.py`` replaces
+    with the bucket ``infra/`` manages.
+    """
+    return os.environ.get("BUCKET_NAME", "").strip() or "image-service-uploads"
+
+
+def upload_key(upload_id: str) -> str:
+    """The S3 key a direct upload's bytes are posted to: ``uploads/{upload_id}``."""
+    return f"{UPLOAD_PREFIX}{upload_id}"
+
+
+def rendition_key(image_id: str, size: int) -> str:
+    """The S3 key of one rendition: ``renditions/{image_id}/{size}.webp``."""
+    return f"{RENDITION_PREFIX}{image_id}/{size}.webp"
 
 
 def object_key(image_id: str, extension: str) -> str:

@@ -40,9 +40,9 @@ variable "token_secret" {
 }
 
 variable "max_image_bytes" {
-  description = "Largest accepted upload in bytes (MAX_IMAGE_BYTES). API Gateway itself caps request bodies at 10 MiB."
+  description = "Largest accepted image in bytes (MAX_IMAGE_BYTES), carried by direct uploads (POST /uploads); POST /images is bounded by what Lambda can carry."
   type        = number
-  default     = 10485760
+  default     = 52428800
 }
 
 variable "max_image_pixels" {

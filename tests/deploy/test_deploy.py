@@ -300,7 +300,7 @@ def test_function_environment_comes_from_terraform(
     assert env["TABLE_NAME"] == applied.outputs["table_name"]
     assert env["TOKEN_SECRET"] == applied.env["TF_VAR_token_secret"]
     assert env["S3_PUBLIC_ENDPOINT_URL"] == applied.moto_endpoint
-    assert env["MAX_IMAGE_BYTES"] == "10485760"
+    assert env["MAX_IMAGE_BYTES"] == "52428800"
     assert env["MAX_IMAGE_PIXELS"] == "50000000"
     assert env["URL_EXPIRES_SECONDS"] == "900"
     assert env["AUTH_MODE"] == "jwt"

@@ -15,7 +15,7 @@ CURSOR = "2026-11-21T10:30:00.123Z#7f1c1f5e-0000-4000-8000-000000000000"
 def test_settings_defaults():
     settings = Settings.from_env(BASE)
 
-    assert settings.max_image_bytes == 10 * 1024 * 1024
+    assert settings.max_image_bytes == 50 * 1024 * 1024
     assert settings.url_expires_seconds == 900
     assert settings.s3_public_endpoint_url is None
     assert settings.auth_mode == "none"
@@ -116,3 +116,47 @@ def test_token_for_other_filters_is_refused():
 )
 def test_path_style_only_where_an_endpoint_is_overridden(extra, path_style):
     assert Settings.from_env({**BASE, **extra}).s3_path_style is path_style
+
+
+def test_settings_read_processing_upload_and_cors_variables():
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "MAX_DECODE_BYTES": "1000",
+            "MAX_ANIMATION_FRAMES": "12",
+            "RENDITION_SIZES": "640, 320,640",
+            "UPLOAD_EXPIRES_SECONDS": "60",
+            "CORS_ALLOW_ORIGINS": "https://app.example.com, http://localhost:3000",
+            "SWEEP_GRACE_SECONDS": "5",
+        }
+    )
+
+    assert settings.max_decode_bytes == 1000
+    assert settings.max_animation_frames == 12
+    assert settings.rendition_sizes == (320, 640)
+    assert settings.upload_expires_seconds == 60
+    assert settings.cors_allow_origins == ("https://app.example.com", "http://localhost:3000")
+    assert settings.sweep_grace_seconds == 5
+
+
+def test_settings_defaults_for_processing_and_uploads():
+    settings = Settings.from_env(BASE)
+
+    assert settings.max_decode_bytes == 256 * 1024 * 1024
+    assert settings.max_animation_frames == 300
+    assert settings.rendition_sizes == (320, 640, 1080)
+    assert settings.upload_expires_seconds == 3600
+    assert settings.cors_allow_origins == ()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RENDITION_SIZES", "320,big"),
+        ("RENDITION_SIZES", "0"),
+        ("CORS_ALLOW_ORIGINS", "example.com"),
+    ],
+)
+def test_settings_refuse_malformed_lists(name, value):
+    with pytest.raises(ConfigurationError, match=name):
+        Settings.from_env({**BASE, name: value})
