@@ -12,6 +12,8 @@ Key layout (single table; the README's "Data model" explains the access patterns
 - tag membership: ``pk = TAG#{tag}`` for each tag and ``pk = TAG#{a}+{b}`` for each
   pair of tags (``a < b``), ``sk = {created_at}#{image_id}``.
 - feed month marker: ``pk = FEEDMONTHS``, ``sk = {yyyy-mm}``.
+- direct upload: ``pk = UPLOAD#{upload_id}``, ``sk = META``; its :data:`TTL_ATTRIBUTE`
+  (epoch seconds) lets DynamoDB expire a pending upload that never completed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ GSI1_SORT_KEY = "gsi1sk"
 GSI2_NAME = "GSI2"
 GSI2_PARTITION_KEY = "gsi2pk"
 GSI2_SORT_KEY = "gsi2sk"
+#: The table's TimeToLive attribute: epoch seconds after which DynamoDB may delete the item.
+TTL_ATTRIBUTE = "expires_at_epoch"
 
 
 def _gsi(name: str, partition_key: str, sort_key: str) -> dict[str, Any]:
@@ -82,3 +86,7 @@ def create_table(dynamodb: Any, table_name: str) -> None:
     except dynamodb.exceptions.ResourceInUseException:
         return
     dynamodb.get_waiter("table_exists").wait(TableName=table_name)
+    dynamodb.update_time_to_live(
+        TableName=table_name,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+    )
