@@ -16,7 +16,9 @@ real type              sniffed from the magic bytes (JPEG, PNG, GIF, WebP, HEIC/
                        anything else is a 415
 bounded decoding       before any pixel is decoded: bytes <= ``max_image_bytes``,
                        width x height <= ``max_image_pixels`` per frame, width x height
-                       x 4 bytes x frames <= ``max_decode_bytes``, frames <=
+                       x bytes per pixel x frames <= ``max_decode_bytes`` (bytes per
+                       pixel = what the decoder holds, :data:`BYTES_PER_PIXEL`: 4 for
+                       JPEG/PNG, 8 GIF/APNG/HEIC/AVIF, 12 WebP), frames <=
                        ``max_animation_frames`` (413). WebP and GIF headers are parsed
                        here, not by Pillow (Pillow's WebP opener allocates the whole
                        canvas, twice, on open); GIF frames are counted by walking its
@@ -82,9 +84,22 @@ FORMATS: dict[str, tuple[str, str]] = {
     "image/heif": ("heif", "HEIF"),
     "image/avif": ("avif", "AVIF"),
 }
-#: Bytes per pixel the decode bound assumes: Pillow holds RGB, RGBA and CMYK in 4 bytes,
-#: and every image is RGB(A) by the time renditions are made.
-BYTES_PER_PIXEL = 4
+#: Bytes per pixel the decoder of each type holds at once, what the decode bound counts:
+#: Pillow's own image (RGB, RGBA and CMYK take 4 bytes) plus the decoder's buffers: GIF
+#: and APNG keep the previous frame to dispose to; libheif and libavif decode into
+#: planes, then into an interleaved buffer that Pillow copies; Pillow's WebP reader
+#: (libwebp's animation decoder, used for stills too) holds two full canvases.
+BYTES_PER_PIXEL: dict[str, int] = {
+    "image/jpeg": 4,
+    "image/png": 4,
+    "image/gif": 8,
+    "image/webp": 12,
+    "image/heic": 8,
+    "image/heif": 8,
+    "image/avif": 8,
+}
+#: An animated PNG keeps the previous frame too.
+APNG_BYTES_PER_PIXEL = 8
 #: WebP quality of renditions (Pillow's and libvips' scale, 0-100) and encoder effort.
 WEBP_QUALITY = 80
 WEBP_METHOD = 4
@@ -126,7 +141,8 @@ class ImageLimits:
     Attributes:
         max_image_bytes: largest accepted encoded image, bytes.
         max_image_pixels: largest width x height of one frame, pixels.
-        max_decode_bytes: largest width x height x 4 x frames, bytes.
+        max_decode_bytes: largest width x height x bytes per pixel x frames, bytes
+            (see :data:`BYTES_PER_PIXEL`).
         max_animation_frames: most frames of an animation.
         rendition_sizes: longer side of each rendition, pixels, ascending.
     """
@@ -269,7 +285,8 @@ def probe(data: bytes, limits: ImageLimits, field_name: str = "file") -> ImageIn
         InvalidInputError: ``data`` is empty (400).
         PayloadTooLargeError: more than ``max_image_bytes`` bytes; a frame of more than
             ``max_image_pixels`` pixels; more than ``max_animation_frames`` frames; or
-            width x height x 4 x frames over ``max_decode_bytes`` (413).
+            width x height x :data:`BYTES_PER_PIXEL` x frames over ``max_decode_bytes``
+            (413).
         UnsupportedImageError: not a JPEG, PNG, GIF, WebP, HEIC/HEIF or AVIF header (415).
     """
     if not data:
@@ -287,6 +304,8 @@ def probe(data: bytes, limits: ImageLimits, field_name: str = "file") -> ImageIn
             header = _webp_header(data)
         elif content_type == "image/gif":
             header = _gif_header(data)
+        elif content_type == "image/png":
+            header = _png_header(data)
         else:
             header = _pillow_header(data, content_type)
     except ImageServiceError:
@@ -301,7 +320,7 @@ def probe(data: bytes, limits: ImageLimits, field_name: str = "file") -> ImageIn
         raise UnsupportedImageError(field_name, _NOT_AN_IMAGE) from None
     if header.width <= 0 or header.height <= 0 or header.frames <= 0:
         raise UnsupportedImageError(field_name, _NOT_AN_IMAGE)
-    _check_bounds(header, limits, field_name)
+    _check_bounds(header, content_type, limits, field_name)
     width, height = header.width, header.height
     if header.orientation in (5, 6, 7, 8):
         width, height = height, width
@@ -315,7 +334,7 @@ def probe(data: bytes, limits: ImageLimits, field_name: str = "file") -> ImageIn
     )
 
 
-def _check_bounds(header: _Header, limits: ImageLimits, field_name: str) -> None:
+def _check_bounds(header: _Header, content_type: str, limits: ImageLimits, field_name: str) -> None:
     pixels = header.width * header.height
     if pixels > limits.max_image_pixels:
         raise PayloadTooLargeError(
@@ -329,24 +348,61 @@ def _check_bounds(header: _Header, limits: ImageLimits, field_name: str) -> None
             f"the animation has {header.frames} frames, the limit is "
             f"{limits.max_animation_frames} frames",
         )
-    decoded = pixels * BYTES_PER_PIXEL * header.frames
+    per_pixel = BYTES_PER_PIXEL[content_type]
+    if content_type == "image/png" and header.frames > 1:
+        per_pixel = APNG_BYTES_PER_PIXEL
+    decoded = pixels * per_pixel * header.frames
     if decoded > limits.max_decode_bytes:
         raise PayloadTooLargeError(
             field_name,
             f"decoding it would take {decoded} bytes ({header.width}x{header.height} pixels x "
-            f"{BYTES_PER_PIXEL} bytes x {header.frames} frames), the limit is "
+            f"{per_pixel} bytes x {header.frames} frames), the limit is "
             f"{limits.max_decode_bytes} bytes",
         )
 
 
 def _pillow_header(data: bytes, content_type: str) -> _Header:
-    """JPEG, PNG (APNG frames from ``acTL``), HEIC/HEIF, AVIF: Pillow's openers read
-    headers only."""
+    """JPEG, HEIC/HEIF, AVIF: Pillow's openers read headers only (JPEG markers up to the
+    first scan; the HEIF boxes, whose decoders apply ``irot``/``imir`` themselves)."""
+    import warnings
+
     image_module = _pillow()
-    with image_module.open(io.BytesIO(data), formats=[FORMATS[content_type][1]]) as image:
-        width, height = image.size
-        frames = 1 if content_type in ("image/heic", "image/heif") else _n_frames(image)
-        orientation = _orientation(image.getexif())
+    with warnings.catch_warnings():
+        # Pillow's own bomb warning: the limits here are ours, checked next.
+        warnings.simplefilter("ignore", image_module.DecompressionBombWarning)
+        with image_module.open(io.BytesIO(data), formats=[FORMATS[content_type][1]]) as image:
+            width, height = image.size
+            frames = 1 if content_type in ("image/heic", "image/heif") else _n_frames(image)
+            orientation = _orientation(image.getexif())
+    return _Header(width, height, frames, orientation)
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(type, body offset, body length) of each chunk of a PNG, up to ``IEND``."""
+    pos = 8
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        yield kind, pos + 8, length
+        if kind == b"IEND":
+            return
+        pos += 12 + length
+
+
+def _png_header(data: bytes) -> _Header:
+    """Size (``IHDR``), frames (``acTL`` of an APNG) and EXIF orientation (``eXIf``) of
+    a PNG, from its chunks (Pillow's ``getexif()`` would decode the pixels to find an
+    ``eXIf`` after them)."""
+    chunks = _png_chunks(data)
+    kind, offset, _ = next(chunks)
+    if kind != b"IHDR":
+        raise ValueError("no IHDR")
+    width, height = struct.unpack_from(">II", data, offset)
+    frames, orientation = 1, 1
+    for kind, offset, length in chunks:
+        if kind == b"acTL":
+            frames = struct.unpack_from(">I", data, offset)[0]
+        elif kind == b"eXIf":
+            orientation = _exif_orientation(data[offset : offset + length])
     return _Header(width, height, frames, orientation)
 
 
@@ -639,7 +695,7 @@ def _placeholder(image: PILImage.Image) -> tuple[str, str]:
     x_c, y_c = (long_c, short_c) if width >= height else (short_c, long_c)
     placeholder = str(blurhash.encode(grid, x_c, y_c))
     quantized = tiny.quantize(colors=8, method=image_module.Quantize.MEDIANCUT)
-    counts = quantized.getcolors() or [(1, 0)]
+    counts: list[Any] = quantized.getcolors() or [(1, 0)]
     index = int(max(counts)[1])
     palette: list[int] = quantized.getpalette() or [0, 0, 0]
     red, green, blue = palette[index * 3 : index * 3 + 3]
