@@ -228,9 +228,15 @@ class ProcessedImage:
 @functools.cache
 def _pillow() -> Any:
     """``PIL.Image``, with pillow-heif registered (first call only)."""
+    import warnings
+
     import pillow_heif
     from PIL import Image
 
+    # The limits are ours (checked from the header before Pillow sees the pixels), and
+    # unreadable EXIF is handled where it is read: neither is worth a warning per upload.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    warnings.filterwarnings("ignore", message="Truncated File Read", module="PIL")
     # Only the primary image: thumbnails, depth maps and auxiliary images are never read.
     pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
     return Image
@@ -368,7 +374,6 @@ def _pillow_header(data: bytes, content_type: str) -> _Header:
 
     image_module = _pillow()
     with warnings.catch_warnings():
-        # Pillow's own bomb warning: the limits here are ours, checked next.
         warnings.simplefilter("ignore", image_module.DecompressionBombWarning)
         with image_module.open(io.BytesIO(data), formats=[FORMATS[content_type][1]]) as image:
             width, height = image.size
