@@ -389,6 +389,7 @@ def test_palette_grey_and_grey_alpha_modes() -> None:
         assert rendition.size == (50, 40)
 
 
+@pytest.mark.filterwarnings("ignore:Truncated File Read")
 def test_only_domain_errors_leave_on_corrupt_bytes() -> None:
     rng = random.Random(11)
     names = ["gps-orient6.jpg", "gps.png", "gps.webp", "gps.heic", "gps.avif", "animated.gif"]
