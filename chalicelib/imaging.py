@@ -582,8 +582,10 @@ def _decode(data: bytes, info: ImageInfo, limits: ImageLimits) -> tuple[PILImage
             target = _fit(stored_w, stored_h, _largest_size(info, limits))
             image.draft(image.mode, target)
         image.load()
-        first = image.copy()
         frames = 1 if fmt == "HEIF" else _n_frames(image)
+        if frames == 1:
+            return image, exif  # loaded: usable once the file is closed
+        first = image.copy()
         for index in range(1, frames):
             image.seek(index)
             image.load()
@@ -658,7 +660,7 @@ def _renditions(
     target = _fit(stored_w, stored_h, largest)
     base = first
     if base.size != target:
-        base = base.resize(target, image_module.Resampling.LANCZOS, reducing_gap=3.0)
+        base = base.resize(target, image_module.Resampling.LANCZOS, reducing_gap=2.0)
     if icc and "icc_profile" not in base.info:
         base.info["icc_profile"] = icc
     base = _to_rgb(base)
