@@ -422,3 +422,35 @@ def test_limits_from_settings() -> None:
     assert limits.max_animation_frames == 7
     assert limits.rendition_sizes == (320, 640)
     assert limits.max_decode_bytes == settings.max_decode_bytes
+
+
+def test_jpeg_secondary_images_with_their_own_exif_are_dropped() -> None:
+    """An MPO-style file (phones append depth maps and previews after the primary
+    image's EOI, each with EXIF and GPS): the trailer goes, the primary stays as is."""
+    primary = read("gps-orient6.jpg")
+    secondary = _jpeg((32, 24), exif=Image.open(io.BytesIO(primary)).getexif().tobytes())
+    data = primary + secondary
+    original = process(data, SMALL).original
+
+    assert original == process(primary, SMALL).original
+    assert original.count(b"Exif\x00\x00") == 1
+    assert decoded(original).tobytes() == decoded(primary).tobytes()
+
+
+def test_heif_metadata_that_cannot_be_rewritten_in_place_is_reencoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fallback when the EXIF item is laid out so it cannot be overwritten in place
+    (simulated: no item found): the location still goes, at the cost of re-encoding."""
+    import chalicelib.imaging as imaging
+
+    monkeypatch.setattr(imaging, "_heif_metadata_items", lambda data: [])
+    for name in ("gps.heic", "gps.avif"):
+        data = read(name)
+        result = process(data, SMALL)
+        after = decoded(result.original)
+        exif = after.getexif()
+        assert exif.get_ifd(0x8825) == {}, name
+        assert exif[0x010F] == "FixtureCam", name
+        assert after.size == decoded(data).size
+        assert b"Berlin" not in result.original
