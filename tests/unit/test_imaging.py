@@ -454,3 +454,23 @@ def test_heif_metadata_that_cannot_be_rewritten_in_place_is_reencoded(
         assert exif[0x010F] == "FixtureCam", name
         assert after.size == decoded(data).size
         assert b"Berlin" not in result.original
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF", "PNG", "WEBP", "JPEG"])
+def test_orientation_6_in_every_format_that_carries_exif(fmt: str) -> None:
+    """HEIC's encoder turns EXIF orientation into ``irot``, which libheif applies; the
+    others keep the tag, which the renditions apply."""
+    sys.path.insert(0, str(FIXTURES.parent))
+    try:
+        from generate_processing import camera_exif, pattern
+    finally:
+        sys.path.remove(str(FIXTURES.parent))
+    buffer = io.BytesIO()
+    pattern((64, 48)).save(buffer, fmt, exif=camera_exif(orientation=6).tobytes())
+    result = process(buffer.getvalue(), SMALL)
+
+    assert (result.info.width, result.info.height) == (48, 64)
+    largest = decoded(result.renditions[-1].data).convert("RGB")
+    assert largest.size == (48, 64)
+    red, green, _ = largest.getpixel((44, 4))  # type: ignore[misc]
+    assert red > 200 and green < 60
