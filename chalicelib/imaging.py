@@ -203,6 +203,11 @@ class Rendition:
     data: bytes
     content_type: str = "image/webp"
 
+    @property
+    def size_bytes(self) -> int:
+        """Length of ``data``, bytes."""
+        return len(self.data)
+
 
 @dataclass(frozen=True)
 class ProcessedImage:
@@ -590,6 +595,8 @@ def _decode(data: bytes, info: ImageInfo, limits: ImageLimits) -> tuple[PILImage
             image.draft(image.mode, target)
         image.load()
         frames = 1 if info.content_type in _STILL_ONLY else _n_frames(image)
+        if frames != info.frames:  # e.g. a GIF cut inside its last frame
+            raise ValueError(f"{frames} frames decodable, {info.frames} in the header")
         if frames == 1:
             return image, exif  # loaded: usable once the file is closed
         first = image.copy()

@@ -474,3 +474,14 @@ def test_orientation_6_in_every_format_that_carries_exif(fmt: str) -> None:
     assert largest.size == (48, 64)
     red, green, _ = largest.getpixel((44, 4))  # type: ignore[misc]
     assert red > 200 and green < 60
+
+
+@pytest.mark.parametrize("name", ["animated.gif", "animated.webp", "animated.png"])
+def test_an_animation_cut_anywhere_before_its_end_is_415(name: str) -> None:
+    """Every frame is decoded, so a cut in any frame is found (the last 12 bytes are
+    PNG's IEND chunk and GIF's trailer, after the last pixel)."""
+    data = read(name)
+    limits = ImageLimits(MIB, 50_000_000, 256 * MIB, 300, (16,))
+    for cut in range(16, len(data) - 12, max(1, len(data) // 60)):
+        with pytest.raises(UnsupportedImageError):
+            process(data[:cut], limits)
