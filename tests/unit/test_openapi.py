@@ -141,8 +141,9 @@ def test_documented_text_limits_are_the_validators_limits():
         properties = schemas[upload_schema]["properties"]
         assert properties["title"]["maxLength"] == validation.MAX_TITLE_CHARS
         assert properties["description"]["maxLength"] == validation.MAX_DESCRIPTION_CHARS
-    assert schemas["UserId"]["pattern"] == validation.USER_ID_PATTERN.pattern
-    assert schemas["Tag"]["pattern"] == validation.TAG_PATTERN.pattern
+    # JSON Schema patterns search; the validators' fullmatch: anchored, they are the same.
+    assert schemas["UserId"]["pattern"] == f"^{validation.USER_ID_PATTERN.pattern}$"
+    assert schemas["Tag"]["pattern"] == f"^{validation.TAG_PATTERN.pattern}$"
     assert schemas["ImageRecord"]["properties"]["tags"]["maxItems"] == validation.MAX_TAGS
     assert schemas["Metadata"]["maxProperties"] == validation.MAX_METADATA_KEYS
 
