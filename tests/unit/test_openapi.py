@@ -71,6 +71,10 @@ def assert_matches_document(path: str, method: str, response: Any) -> None:
     content = resolve(responses[status]).get("content")
     if content is None:
         return
+    media_type = response.headers.get("Content-Type", "application/json").split(";")[0]
+    assert media_type in content, f"{method.upper()} {path}: {status} is not {media_type}"
+    if media_type != "application/json":
+        return
     schema = content["application/json"]["schema"]
     registry: Registry[Any] = Registry().with_resource(
         DOCUMENT_URI, Resource(contents=openapi_document(), specification=DRAFT4)
