@@ -4,8 +4,8 @@ The bucket and table names come from the stage in ``.chalice/config.json`` unles
 ``BUCKET_NAME`` is already set. The endpoint, in this order:
 
 1. ``AWS_ENDPOINT_URL``, as for every boto3 client (LocalStack, a moto server);
-2. the emulator of a running ``make run``, from the state file it writes
-   (``.run_local.json``, see :mod:`scripts.run_local`), with its stage by default;
+2. the emulator of a running ``make run`` of this checkout, from the state file it
+   writes (:func:`scripts.run_local.state_path`), with its stage by default;
 3. AWS itself, when a region and credentials are configured.
 
 With none of them it says what it needs and exits 2, instead of failing in boto3.

@@ -12,10 +12,10 @@ Steps:
    rest of the caller's environment passes through; the ``dev`` stage sets no
    ``AUTH_MODE``, so ``AUTH_MODE=jwt make run`` serves with the JWT authorizer on.
 
-While it serves, it says where in a small state file, ``.run_local.json`` at the top of
-the project (``RUN_LOCAL_STATE`` overrides the path): ``{"pid", "api_url",
-"endpoint_url", "stage"}``. ``make reconcile`` reads it to find the running emulator
-(:func:`running_state`); the file is removed on exit.
+While it serves, it says where in a small state file (:func:`state_path`: in the
+system's temporary directory, named after this checkout; ``RUN_LOCAL_STATE`` overrides
+it): ``{"pid", "api_url", "endpoint_url", "stage"}``. ``make reconcile`` reads it to find
+the running emulator (:func:`running_state`); the file is removed on exit.
 
 Ctrl-C or SIGTERM stops ``chalice local`` (its whole process group: with autoreload it
 is two processes) and then moto. If ``chalice local`` or moto exits on its own, so does
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -55,15 +57,21 @@ from scripts.emulator import (
 
 DEFAULT_REGION = DUMMY_CREDENTIALS["AWS_DEFAULT_REGION"]
 HOST = "127.0.0.1"
-#: The state file of a running ``make run``, relative to the project (see the module doc).
-STATE_FILE_NAME = ".run_local.json"
 
 
 def state_path(environ: Mapping[str, str] | None = None) -> Path:
     """Where ``make run`` writes its state: ``RUN_LOCAL_STATE``, else
-    ``<project>/.run_local.json``."""
+    ``<temporary directory>/image-service-run-local-<digest of the project path>.json``.
+
+    Outside the project on purpose: ``chalice local``'s autoreload restarts the server
+    (dropping requests in flight) whenever any file under the project changes. One file
+    per checkout, so ``make run`` in two checkouts do not mix.
+    """
     env = os.environ if environ is None else environ
-    return Path(env.get("RUN_LOCAL_STATE") or PROJECT_DIR / STATE_FILE_NAME)
+    if env.get("RUN_LOCAL_STATE"):
+        return Path(env["RUN_LOCAL_STATE"])
+    digest = hashlib.sha256(str(PROJECT_DIR).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"image-service-run-local-{digest}.json"
 
 
 def write_state(path: Path, *, api_url: str, endpoint_url: str, stage: str) -> None:

@@ -95,8 +95,12 @@ def test_another_processes_state_file_is_not_removed(tmp_path: Path) -> None:
     assert path.exists()
 
 
-def test_the_state_file_is_at_the_project_top_unless_overridden() -> None:
-    assert state_path({}) == PROJECT_DIR / ".run_local.json"
+def test_the_state_file_is_outside_the_project_unless_overridden() -> None:
+    # Under the project, writing it would make chalice local's autoreload restart.
+    default = state_path({})
+    assert PROJECT_DIR not in default.parents
+    assert default.name.startswith("image-service-run-local-")
+    assert state_path({}) == default  # the same for every process of this checkout
     assert state_path({"RUN_LOCAL_STATE": "/tmp/x.json"}) == Path("/tmp/x.json")
 
 
