@@ -74,16 +74,17 @@ _decoder = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
 AWS_MAX_ATTEMPTS = 3
 AWS_CONNECT_TIMEOUT_SECONDS = 2.0
 AWS_READ_TIMEOUT_SECONDS = 4.0
-#: How long ``/health`` waits for its checks, in seconds. They run concurrently, so
-#: ``/health`` answers within this even when a dependency hangs (a check's own boto3 call
-#: may take up to ~21 s, see above), well inside API Gateway's 29 s.
-HEALTH_CHECK_TIMEOUT_SECONDS = 5.0
 AWS_CLIENT_CONFIG = Config(
     # ``total_max_attempts`` counts the first try; botocore's ``max_attempts`` does not.
     retries={"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS},
     connect_timeout=AWS_CONNECT_TIMEOUT_SECONDS,
     read_timeout=AWS_READ_TIMEOUT_SECONDS,
 )
+
+#: How long ``/health`` waits for its checks, in seconds. They run concurrently, so
+#: ``/health`` answers within this even when a dependency hangs (a check's own boto3 call
+#: may take up to ~21 s, see above), well inside API Gateway's 29 s.
+HEALTH_CHECK_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
