@@ -156,23 +156,34 @@ class Ingest:
                 was saved, or that it cannot be told yet (and which id to check).
         """
         self.check(request)
+        sent_digest = None
         if expected_sha256 is not None:
-            actual = hashlib.sha256(request.data).hexdigest()
-            if actual != expected_sha256:
+            sent_digest = hashlib.sha256(request.data).hexdigest()
+            if sent_digest != expected_sha256:
                 raise InvalidInputError(
-                    "sha256", f"the bytes received have SHA-256 {actual}, not {expected_sha256}"
+                    "sha256",
+                    f"the bytes received have SHA-256 {sent_digest}, not {expected_sha256}",
                 )
         processed = imaging.process(request.data, self.limits, request.image_field)
-        record, objects = self._plan(request, image_id, processed)
+        # The stored original is usually the bytes as sent (nothing to strip): then their
+        # digest is already known, and hashing them again is another pass over up to
+        # MAX_IMAGE_BYTES.
+        known = sent_digest if processed.original is request.data else None
+        record, objects = self._plan(request, image_id, processed, known)
         self._store(record, objects)
         return self._commit(record, upload_id)
 
     def _plan(
-        self, request: UploadRequest, image_id: str, processed: imaging.ProcessedImage
+        self,
+        request: UploadRequest,
+        image_id: str,
+        processed: imaging.ProcessedImage,
+        original_sha256: str | None = None,
     ) -> tuple[ImageRecord, list[_Object]]:
-        """The record and the objects to store for ``processed``."""
+        """The record and the objects to store for ``processed`` (``original_sha256``:
+        the hex SHA-256 of ``processed.original`` when already computed)."""
         info = processed.info
-        digest = hashlib.sha256(processed.original).hexdigest()
+        digest = original_sha256 or hashlib.sha256(processed.original).hexdigest()
         version = digest[:VERSION_DIGITS]
         objects = [
             _Object(
