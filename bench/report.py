@@ -133,6 +133,7 @@ def render(results: dict[str, Any]) -> str:
             rows,
         )
         lines.append("")
+    lines += _direct_uploads(results.get("direct_upload") or [])
     cold = results.get("cold_start")
     if cold:
         heaviest = ", ".join(
@@ -173,3 +174,66 @@ def render(results: dict[str, Any]) -> str:
 
 
 _PHASES = ("parse_upload", "s3_put", "dynamodb", "other")
+
+
+def _direct_uploads(rows: list[dict[str, Any]]) -> list[str]:
+    """The direct-upload section (``bench/direct_upload.py``), or nothing."""
+    if not rows:
+        return []
+    lines = [
+        "## Direct uploads: `POST /uploads`, the client's presigned POST, `complete`",
+        "",
+        "Medians of the timed runs (ms). *API calls* = start + complete - processing, per "
+        "run; of complete, *HEAD* is the HEAD of the uploaded object (constant on S3; moto "
+        "hashes the object for its ETag on the first HEAD), *read* the GET of the object, "
+        "*store* the PUTs of the original and its renditions; *fixed* = API calls - HEAD - "
+        "read - store. "
+        "*POST* is the client's POST of the file with the service's presigned POST, *bare "
+        "POST* the same code with a bare `generate_presigned_post` for another key. Peak "
+        "memory of ingest (`complete`) as a multiple of the image size: the resident set "
+        "high-water mark of a child process running `complete` alone (RSS, pixels "
+        "included) and Python allocations (`tracemalloc`, without Pillow's pixels).",
+        "",
+    ]
+    table = [
+        [
+            row["label"],
+            f"{row['image_bytes']:,}",
+            "x".join(str(n) for n in row["pixels"]),
+            row["runs"],
+            f"{row['start_ms']:.1f}",
+            f"{row['complete_ms']:.1f}",
+            f"{row['processing_ms']:.1f}",
+            f"{row['s3_head_ms']:.1f} / {row['s3_read_ms']:.1f} / {row['s3_store_ms']:.1f}",
+            f"{row['api_ms']:.1f}",
+            f"{row['fixed_ms']:.1f}",
+            f"{row['transfer_ms']:.1f}",
+            f"{row['bare_post_ms']:.1f}",
+            f"{row['transfer_ratio']:.3f}",
+            _ratio(row["rss_peak_x"]),
+            _ratio(row["tracemalloc_peak_x"]),
+        ]
+        for row in rows
+    ]
+    lines += _table(
+        [
+            "image",
+            "bytes",
+            "pixels",
+            "runs",
+            "start",
+            "complete",
+            "processing",
+            "S3 HEAD / read / store",
+            "API calls",
+            "fixed",
+            "POST",
+            "bare POST",
+            "POST ratio",
+            "RSS peak x",
+            "tracemalloc peak x",
+        ],
+        table,
+    )
+    lines.append("")
+    return lines

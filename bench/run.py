@@ -10,6 +10,9 @@
    size of the ``deployment.zip`` that ``chalice package`` builds.
 4. Image processing (``bench/imaging.py``): ``chalicelib.imaging.process`` against
    libvips' ``vipsthumbnail`` on a 12 MP JPEG, a 24 MP PNG, a HEIC and an animated GIF.
+5. Direct uploads (moto's server, real HTTP; ``bench/direct_upload.py``): ``POST
+   /uploads`` and ``complete`` around the client's presigned POST, against a bare
+   presigned POST of the same bytes, at 1, 5, 20 and 50 MB; ingest's peak memory.
 
 Prints a Markdown report and writes ``results.md`` and ``results.json`` (``--out-dir``,
 default ``bench/``). Exit status 1 when the service gave a wrong answer or issued a
@@ -19,7 +22,8 @@ exits 1.
 Usage: ``python -m bench.run [--images 10000] [--users 100] [--tags 50] [--months 24]
 [--limit 20] [--seed 42] [--upload-runs 7] [--cold-start-runs 5] [--skip-package]
 [--skip-upload] [--skip-cold-start] [--skip-imaging] [--imaging-runs 3]
-[--no-moto-speedups] [--strict] [--out-dir DIR]``
+[--no-moto-speedups] [--strict] [--out-dir DIR] [--direct-upload-runs 5]
+[--direct-upload-smoke] [--skip-direct-upload]``
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from urllib.parse import urlencode
 import boto3
 from moto import mock_aws
 
-from bench import report
+from bench import direct_upload, report
 from bench.coldstart import measure_cold_start
 from bench.dataset import (
     END,
@@ -114,6 +118,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--strict", action="store_true", help="exit 1 on a missed target, not only on errors"
     )
     parser.add_argument("--out-dir", type=Path, default=HERE)
+    direct_upload.add_arguments(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.limit <= 100:
         parser.error("--limit must be 1-100")
@@ -273,6 +278,7 @@ def evaluate(results: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     imaging_target = imaging_goal(results["imaging"]) if results.get("imaging") else None
     if imaging_target is not None:
         targets.append(imaging_target)
+    targets += direct_upload.evaluate(results)
     runtime = results["run"]["runtime_s"]
     add(f"whole run under {MAX_RUNTIME_S:.0f} s", runtime < MAX_RUNTIME_S, f"{runtime:.0f} s")
     return targets
@@ -341,6 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_upload:
         progress("uploads: 100 KB, 1 MB, 5 MB against a bare put_object …")
         results["upload"] = [r.to_json() for r in measure_uploads(args.upload_runs)]
+    if not (args.skip_upload or args.skip_direct_upload):
+        results["direct_upload"] = direct_upload.run(args, progress)
     if not args.skip_cold_start:
         progress("cold start: python -X importtime -c 'import app' …")
         cold = measure_cold_start(args.cold_start_runs, package=not args.skip_package)

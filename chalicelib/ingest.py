@@ -10,7 +10,10 @@ notification of a direct upload (bytes already in the bucket) all hand the bytes
    original, make the renditions and the placeholder.
 3. **Store** the original and every rendition in S3, at keys named after the image id
    and the stored bytes' digest (``chalicelib.storage.object_key``), so two ingests of
-   different bytes for one image never overwrite each other's objects.
+   different bytes for one image never overwrite each other's objects. A direct
+   upload's original, when processing leaves it unchanged, is copied inside S3 from the
+   uploaded object (``ImageStorage.copy``, only if that object is still the one read)
+   instead of being put again: the bytes cross the network once, not three times.
 4. **Commit** the metadata in one conditional transaction (``ImageMetadataStore.put_image``),
    which for a direct upload also moves the upload from ``pending`` to ``ready``.
 
@@ -42,7 +45,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from chalicelib import imaging
@@ -55,7 +58,7 @@ from chalicelib.errors import (
     WriteConflictError,
 )
 from chalicelib.metadata import ImageMetadataStore, ImageRecord, RenditionRecord
-from chalicelib.storage import ImageStorage, object_key, rendition_key
+from chalicelib.storage import ImageStorage, StoredObject, object_key, rendition_key
 from chalicelib.validation import (
     UploadRequest,
     check_declared_type,
@@ -89,6 +92,9 @@ class _Object:
     key: str
     data: bytes
     content_type: str
+    #: Where these exact bytes already are in the bucket (a direct upload's object):
+    #: stored by a server-side copy instead of a put.
+    copy_of: StoredObject | None = None
 
 
 class Ingest:
@@ -133,6 +139,7 @@ class Ingest:
         *,
         expected_sha256: str | None = None,
         upload_id: str | None = None,
+        source: StoredObject | None = None,
     ) -> Ingested:
         """Make ``request`` the image ``image_id``; returns its record as stored.
 
@@ -143,6 +150,9 @@ class Ingest:
             expected_sha256: hex digest the bytes as sent must have (``sha256`` of
                 ``POST /uploads``), or None.
             upload_id: the direct upload this completes, or None.
+            source: the uploaded object ``request.data`` was read from, or None. When
+                the original is stored unchanged, it is copied from there inside S3
+                rather than put again (a 50 MB image is not sent back to S3).
 
         Returns:
             The committed record: this call's, or, when another ingest of the same
@@ -156,23 +166,36 @@ class Ingest:
                 was saved, or that it cannot be told yet (and which id to check).
         """
         self.check(request)
+        sent_digest = None
         if expected_sha256 is not None:
-            actual = hashlib.sha256(request.data).hexdigest()
-            if actual != expected_sha256:
+            sent_digest = hashlib.sha256(request.data).hexdigest()
+            if sent_digest != expected_sha256:
                 raise InvalidInputError(
-                    "sha256", f"the bytes received have SHA-256 {actual}, not {expected_sha256}"
+                    "sha256",
+                    f"the bytes received have SHA-256 {sent_digest}, not {expected_sha256}",
                 )
         processed = imaging.process(request.data, self.limits, request.image_field)
-        record, objects = self._plan(request, image_id, processed)
+        # The stored original is usually the bytes as sent (nothing to strip): then their
+        # digest is already known, and hashing them again is another pass over up to
+        # MAX_IMAGE_BYTES.
+        known = sent_digest if processed.original is request.data else None
+        record, objects = self._plan(request, image_id, processed, known)
+        if source is not None and processed.original is request.data:
+            objects[0] = replace(objects[0], copy_of=source)
         self._store(record, objects)
         return self._commit(record, upload_id)
 
     def _plan(
-        self, request: UploadRequest, image_id: str, processed: imaging.ProcessedImage
+        self,
+        request: UploadRequest,
+        image_id: str,
+        processed: imaging.ProcessedImage,
+        original_sha256: str | None = None,
     ) -> tuple[ImageRecord, list[_Object]]:
-        """The record and the objects to store for ``processed``."""
+        """The record and the objects to store for ``processed`` (``original_sha256``:
+        the hex SHA-256 of ``processed.original`` when already computed)."""
         info = processed.info
-        digest = hashlib.sha256(processed.original).hexdigest()
+        digest = original_sha256 or hashlib.sha256(processed.original).hexdigest()
         version = digest[:VERSION_DIGITS]
         objects = [
             _Object(
@@ -225,10 +248,7 @@ class Ingest:
             DependencyError: an S3 put failed; the image was not saved.
         """
         sha = record.sha256
-        futures = [
-            _uploader.submit(self.storage.put, item.key, item.data, item.content_type, sha)
-            for item in objects
-        ]
+        futures = [_uploader.submit(self._put, item, sha) for item in objects]
         failure: Exception | None = None
         for future in futures:
             try:
@@ -243,6 +263,15 @@ class Ingest:
         # that a late put writes after this.
         self._delete_objects(record.object_keys, f"ingest {record.image_id}")
         raise DependencyError("s3", "storing the image", failure, "the image was not saved; retry")
+
+    def _put(self, item: _Object, sha256_hex: str) -> None:
+        """Store one object: a server-side copy when its bytes are in the bucket already,
+        else (or when that object changed meanwhile) a put of the bytes."""
+        if item.copy_of is not None and self.storage.copy(
+            item.copy_of, item.key, item.content_type, sha256_hex
+        ):
+            return
+        self.storage.put(item.key, item.data, item.content_type, sha256_hex)
 
     def _commit(self, record: ImageRecord, upload_id: str | None) -> Ingested:
         """Step 4 with its failure handling (see the module docstring)."""

@@ -119,6 +119,37 @@ class ImageStorage:
             Metadata={"sha256": sha256_hex},
         )
 
+    def copy(self, source: StoredObject, key: str, content_type: str, sha256_hex: str) -> bool:
+        """Copy ``source`` to ``key`` inside the bucket (S3 ``CopyObject``: the bytes never
+        leave S3), with its content type and SHA-256 as object metadata, as :meth:`put`.
+
+        Only the object :meth:`head` saw is copied (``CopySourceIfMatch`` its ETag), and
+        the copy's ETag is compared with it afterwards, because emulators ignore that
+        condition (moto does).
+
+        Returns:
+            True when ``key`` now holds those bytes; False when ``source`` is gone or was
+            replaced since (``key`` may then hold other bytes: :meth:`put` them).
+
+        Raises:
+            botocore.exceptions.ClientError: any other failure.
+        """
+        try:
+            response = self._s3.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": source.key},
+                CopySourceIfMatch=source.etag,
+                MetadataDirective="REPLACE",
+                ContentType=content_type,
+                Metadata={"sha256": sha256_hex},
+            )
+        except self._s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in (*_MISSING, "PreconditionFailed"):
+                return False
+            raise
+        return str(response.get("CopyObjectResult", {}).get("ETag", "")) == source.etag
+
     def delete(self, key: str) -> None:
         """Delete the object at ``key`` (no error if it is already gone)."""
         self._s3.delete_object(Bucket=self.bucket, Key=key)

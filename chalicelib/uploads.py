@@ -243,6 +243,7 @@ class DirectUploads:
                     upload.image_id,
                     expected_sha256=upload.sha256,
                     upload_id=upload.upload_id,
+                    source=stored,
                 )
             except InvalidInputError as exc:
                 upload = self._move(upload, "rejected", exc)

@@ -49,6 +49,7 @@ def test_bench_writes_every_row(tmp_path: Path, capsys: pytest.CaptureFixture[st
     results = run(
         tmp_path,
         *("--images", "200", "--upload-runs", "1", "--cold-start-runs", "1", "--skip-package"),
+        *("--direct-upload-smoke", "--direct-upload-runs", "1"),
     )
 
     markdown = (tmp_path / "results.md").read_text()
@@ -64,6 +65,8 @@ def test_bench_writes_every_row(tmp_path: Path, capsys: pytest.CaptureFixture[st
     for label in ("| 100 KB |", "| 1 MB |", "| 5 MB |", "## Cold start", "## Targets"):
         assert label in markdown
     assert "deployment.zip`: skipped" in markdown
+    assert [u["label"] for u in results["direct_upload"]] == ["20 KB", "100 KB"]
+    assert "## Direct uploads" in markdown and "| 100 KB | " in markdown
     assert results["cold_start"]["import_app_ms_median"] > 0
 
 
