@@ -101,7 +101,7 @@ def _cors_policy() -> CorsPolicy:
     return CorsPolicy(image_service().settings.cors_allow_origins)
 
 
-def cors_preflight() -> Response:
+def cors_preflight(**_path_parameters: str) -> Response:
     """``OPTIONS`` on any path: the CORS preflight answer (204), from ``CORS_ALLOW_ORIGINS``.
 
     An allowed origin asking for one of the path's methods gets the allow-* headers; any
