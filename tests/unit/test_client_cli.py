@@ -4,8 +4,8 @@ file collection, exit status, one failure not stopping the rest, query mapping."
 from __future__ import annotations
 
 import argparse
-import io
 import hashlib
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
