@@ -380,14 +380,39 @@ async function reloadGallery() {
   await loadNextPage();
 }
 
+const FILTER_NAMES = ["user_id", "tags", "date_from", "date_to", "title"];
+
+/** Fill the filter form from the page's own query (?user_id=...&tag=...): a filtered
+ * gallery can be bookmarked or shared. */
+function filtersFromLocation() {
+  for (const name of FILTER_NAMES) {
+    const value = name === "tags" ? params.get("tags") || params.get("tag") : params.get(name);
+    if (value) el.filters.elements.namedItem(name).value = value;
+  }
+}
+
+/** Mirror the applied filters in the address bar (keeping ?limit). */
+function filtersToLocation() {
+  const query = listingQuery(null);
+  query.delete("limit");
+  if (params.has("limit")) query.set("limit", String(PAGE_SIZE));
+  const search = query.toString();
+  history.replaceState(null, "", search ? `?${search}` : window.location.pathname);
+}
+
 function setUpFilters() {
+  filtersFromLocation();
   el.filters.addEventListener("submit", (event) => {
     event.preventDefault();
+    filtersToLocation();
     reloadGallery();
   });
   el.filters.addEventListener("reset", () => {
     // The form clears its inputs after this event.
-    setTimeout(reloadGallery, 0);
+    setTimeout(() => {
+      filtersToLocation();
+      reloadGallery();
+    }, 0);
   });
 }
 
@@ -524,4 +549,5 @@ setUpUpload();
 setUpFilters();
 setUpDetail();
 body.dataset.ready = "true";
-observer.observe(el.sentinel);
+// The first page loads at once; each later one when the sentinel nears the viewport.
+loadNextPage();
