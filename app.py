@@ -28,7 +28,7 @@ from chalice.app import (
 )
 
 from chalicelib import auth, web
-from chalicelib.config import Settings
+from chalicelib.config import Settings, cors_allow_origins
 from chalicelib.cors import CorsPolicy, ResponseHeaders, merge_vary
 from chalicelib.errors import (
     ImageServiceError,
@@ -101,7 +101,11 @@ _PATH_METHODS: dict[str, set[str]] = {}
 
 
 def _cors_policy() -> CorsPolicy:
-    return CorsPolicy(image_service().settings.cors_allow_origins)
+    """The installed service's CORS origins; before one is built, ``CORS_ALLOW_ORIGINS``
+    itself (so a route that needs no AWS client builds none)."""
+    if _service is not None:
+        return CorsPolicy(_service.settings.cors_allow_origins)
+    return CorsPolicy(cors_allow_origins())
 
 
 def cors_preflight(**_path_parameters: str) -> Response:
