@@ -24,10 +24,29 @@ XSS_TITLE = "<img src=x onerror=alert(1)>"
 
 
 def image_file(path: Path, fmt: str, size: tuple[int, int], color: tuple[int, int, int]) -> Path:
-    """A real image with a little structure (a colour block on a gradient-free field)."""
-    image = Image.new("RGB", size, color)
-    image.paste(
-        (255 - color[0], 255 - color[1], 255 - color[2]), (0, 0, size[0] // 3, size[1] // 3)
+    """A real photo-like image: a sky fading from ``color``, a sun, two hills."""
+    from PIL import ImageDraw
+
+    width, height = size
+    image = Image.new("RGB", size)
+    draw = ImageDraw.Draw(image)
+    for y in range(height):
+        fade = y / height
+        draw.line(
+            [(0, y), (width, y)],
+            fill=tuple(round(c + (255 - c) * fade * 0.7) for c in color),
+        )
+    radius = min(size) // 8
+    sun = (width * 2 // 3, height // 3)
+    draw.ellipse(
+        [sun[0] - radius, sun[1] - radius, sun[0] + radius, sun[1] + radius], fill=(250, 220, 120)
+    )
+    draw.polygon(
+        [(0, height), (width * 2 // 5, height // 2), (width * 4 // 5, height)], fill=(40, 70, 50)
+    )
+    draw.polygon(
+        [(width // 3, height), (width * 3 // 4, height * 3 // 5), (width, height)],
+        fill=(70, 100, 60),
     )
     image.save(path, fmt)
     return path
