@@ -42,8 +42,15 @@ function setUpIdentity() {
   el.actingAs.addEventListener("change", () => {
     localStorage.setItem("gallery.actingAs", el.actingAs.value.trim());
   });
+  let appliedToken = el.token.value.trim();
   el.token.addEventListener("change", () => {
-    sessionStorage.setItem("gallery.token", el.token.value.trim());
+    const token = el.token.value.trim();
+    sessionStorage.setItem("gallery.token", token);
+    // What the gallery shows depends on the token; reload only when it changed.
+    if (token !== appliedToken) {
+      appliedToken = token;
+      reloadGallery();
+    }
   });
 }
 
@@ -325,13 +332,17 @@ function tileFor(record) {
   tile.append(canvas, img, caption);
   paintPlaceholder(tile, canvas, record);
   setImageSources(img, record, TILE_SIZES);
-  tile.addEventListener("click", () => openDetail(record.image_id));
+  tile.addEventListener("click", () => openDetail(record));
   item.append(tile);
   return item;
 }
 
 async function loadNextPage() {
   if (gallery.loading || gallery.exhausted) return gallery.loading;
+  if (AUTH_MODE !== "none" && !el.token.value.trim()) {
+    el.status.textContent = "Paste a bearer token above to see the gallery.";
+    return null;
+  }
   const generation = gallery.generation;
   gallery.loading = (async () => {
     el.status.textContent = "Loading…";
@@ -441,14 +452,15 @@ function fact(list, term, value) {
   list.append(dt, dd);
 }
 
-async function openDetail(imageId) {
-  const summary = gallery.records.get(imageId);
+/** Show `summary` (the listing's record) at once, then the full view when it comes. */
+async function openDetail(summary) {
+  const imageId = summary.image_id;
   showDetail(summary, null);
   try {
     const record = await api("GET", `images/${encodeURIComponent(imageId)}`);
     if (detailRecord && detailRecord.image_id === imageId) showDetail(record, null);
   } catch (error) {
-    showDetail(summary, error.message);
+    if (detailRecord && detailRecord.image_id === imageId) showDetail(summary, error.message);
   }
 }
 

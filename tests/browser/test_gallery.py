@@ -295,3 +295,27 @@ def test_the_page_serves_its_csp_and_loads_nothing_from_elsewhere(
     wait_images_decoded(desktop, 1)
     assert origins <= {browser_stack.base_url, browser_stack.endpoint_url}, origins
     desktop.assert_clean()
+
+
+def test_drag_and_drop_uploads(desktop: BrowserPage, user: str) -> None:
+    open_gallery(desktop, f"?user_id={user}", acting_as=user)
+    png = image_bytes("PNG", (200, 150), (20, 120, 200))
+    desktop.page.evaluate(
+        """(bytes) => {
+            const transfer = new DataTransfer();
+            const file = new File([new Uint8Array(bytes)], 'dropped.png', {type: 'image/png'});
+            transfer.items.add(file);
+            const zone = document.getElementById('drop-zone');
+            for (const type of ['dragenter', 'dragover', 'drop']) {
+                const init = {dataTransfer: transfer, bubbles: true, cancelable: true};
+                zone.dispatchEvent(new DragEvent(type, init));
+            }
+        }""",
+        list(png),
+    )
+    row = desktop.page.locator('#upload-list .upload-item[data-filename="dropped.png"]')
+    expect(row).to_have_attribute("data-state", "done", timeout=60_000)
+    expect(row.locator("progress")).to_have_js_property("value", 100)
+    expect(tiles(desktop)).to_have_count(1)
+    wait_images_decoded(desktop, 1)
+    desktop.assert_clean()
