@@ -174,7 +174,7 @@ def content_security_policy(extra_origins: Iterable[str] = ()) -> str:
         "default-src 'none'",
         "script-src 'self'",
         "style-src 'self'",
-        f"img-src {with_origins} blob: data:",
+        f"img-src {with_origins}",
         f"connect-src {with_origins}",
         "manifest-src 'self'",
         "base-uri 'self'",
