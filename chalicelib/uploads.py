@@ -216,6 +216,11 @@ class DirectUploads:
                 return self._settled(upload)
             stored = self._head(upload)
             if stored is None:
+                # Consumed by an ingest that finished since this one read the item?
+                latest = self._get(upload.upload_id)
+                if latest.status != "pending":
+                    upload = latest
+                    continue
                 if self._past_expiry(upload):
                     upload = self._move(upload, "expired", None)
                     continue
