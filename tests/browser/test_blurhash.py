@@ -136,3 +136,24 @@ def test_a_malformed_hash_is_refused_not_painted(desktop: BrowserPage) -> None:
     )
     assert verdicts == [False, False, False, True, False]
     desktop.assert_clean()
+
+
+def test_decodes_like_the_services_blurhash_library(desktop: BrowserPage) -> None:
+    """The page paints what the service's own encoder (``blurhash`` on PyPI) means."""
+    library = pytest.importorskip("blurhash", reason="the service's BlurHash library")
+    size = 20
+    image = [
+        [[(x * 13) % 256, (y * 11) % 256, ((x + y) * 7) % 256] for x in range(size)]
+        for y in range(size)
+    ]
+    blurhash = library.encode(image, components_x=4, components_y=3)
+    expected = library.decode(blurhash, size, size)
+    pixels = decode_in_page(desktop, blurhash, size)
+    worst = max(
+        abs(pixels[4 * (x + y * size) + c] - round(expected[y][x][c]))
+        for y in range(size)
+        for x in range(size)
+        for c in range(3)
+    )
+    assert worst <= 1, worst
+    desktop.assert_clean()

@@ -164,6 +164,10 @@ def test_scrolling_loads_the_next_page_at_phone_width(
     phone: BrowserPage, browser_stack: Stack, user: str
 ) -> None:
     seeded = [seed(browser_stack, user, title=f"n{i}") for i in range(7)]
+    listings: list[str] = []
+    phone.page.on(
+        "request", lambda request: "/images?" in request.url and listings.append(request.url)
+    )
     open_gallery(phone, f"?user_id={user}&limit=3")
     expect(tiles(phone)).to_have_count(3)
     expect(phone.page.locator("#gallery-status")).to_contain_text("scroll for more")
@@ -171,12 +175,16 @@ def test_scrolling_loads_the_next_page_at_phone_width(
     assert (
         phone.page.evaluate("document.getElementById('sentinel').getBoundingClientRect().top") > 900
     )
+    assert len(listings) == 1 and "next_token" not in listings[0]
     phone.page.locator("#sentinel").scroll_into_view_if_needed()
-    expect(tiles(phone)).to_have_count(6)
+    phone.page.wait_for_function("() => document.querySelectorAll('#gallery .tile').length >= 6")
     phone.page.locator("#sentinel").scroll_into_view_if_needed()
     expect(tiles(phone)).to_have_count(7)
+    expect(phone.page.locator("#gallery-status")).to_have_text("7 images")
     shown = tiles(phone).evaluate_all("(tiles) => tiles.map((tile) => tile.dataset.imageId)")
     assert shown == [record["image_id"] for record in reversed(seeded)]
+    assert len(listings) == 3 and all("next_token=" in url for url in listings[1:])
+    assert all("limit=3" in url for url in listings)
     width = phone.page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390  # nothing wider than the phone
     phone.assert_clean()

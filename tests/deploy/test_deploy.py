@@ -190,7 +190,9 @@ def test_the_packaged_api_secures_exactly_the_images_routes(packaged_infra: Path
         for operation, requirement in security[mode].items():
             method, path = operation.split(" ", 1)
             # OPTIONS is the CORS preflight (app.cors_preflight): browsers send no token.
-            protected = path.startswith("/images") and method != "OPTIONS" and authorizer
+            protected = (
+                path.startswith(("/images", "/uploads")) and method != "OPTIONS" and authorizer
+            )
             assert requirement == ([{authorizer: []}] if protected else None), (mode, operation)
         assert any(operation.endswith(" /health") for operation in security[mode])
 
