@@ -131,6 +131,9 @@ def test_upload_three_images_with_the_file_input(
         tiles(desktop).locator("img").evaluate_all("(images) => images.map((img) => img.srcset)")
     )
     assert all(re.search(r" \d+w", srcset) for srcset in srcsets), srcsets
+    # The screenshot shows the images, not their fade-in over the placeholders.
+    desktop.page.emulate_media(reduced_motion="reduce")
+    expect(tiles(desktop).locator("img.loaded")).to_have_count(3)
     desktop.page.screenshot(path=str(artifact_path("gallery.png")), full_page=True)
     desktop.assert_clean()
 
