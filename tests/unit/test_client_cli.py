@@ -133,3 +133,25 @@ def test_api_defaults_to_make_runs_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli.parse_args(["list"]).api == "http://127.0.0.1:8000"
     monkeypatch.setenv("IMAGE_API_URL", "http://elsewhere:1")
     assert cli.parse_args(["delete", "x"]).api == "http://elsewhere:1"
+
+
+def test_identity_headers() -> None:
+    assert cli.ApiClient("http://api", user="alice")._headers()["X-User-Id"] == "alice"
+    with_token = cli.ApiClient("http://api", token="abc.def.ghi")._headers()
+    assert with_token["Authorization"] == "Bearer abc.def.ghi"
+    assert "X-User-Id" not in with_token
+
+
+def test_error_messages_come_from_the_api_or_s3() -> None:
+    import requests
+
+    def response(status: int, body: bytes) -> requests.Response:
+        made = requests.Response()
+        made.status_code = status
+        made._content = body
+        return made
+
+    api = response(415, b'{"Code": "UnsupportedMediaTypeError", "Message": "file: not an image"}')
+    assert cli._error_message(api) == "file: not an image"
+    s3 = response(403, b"<Error><Code>AccessDenied</Code><Message>Policy expired</Message></Error>")
+    assert cli._error_message(s3) == "Policy expired"
