@@ -8,6 +8,8 @@ const AUTH_MODE = body.dataset.authMode || "none";
 const params = new URLSearchParams(window.location.search);
 // Page size of the listing; ?limit=N (1-100) overrides it (the browser tests use it).
 const PAGE_SIZE = clampInt(params.get("limit"), 1, 100, 24);
+// Files uploaded at once from one drop or pick.
+const UPLOAD_CONCURRENCY = 3;
 const TILE_SIZES = "(max-width: 480px) 50vw, (max-width: 1200px) 25vw, 300px";
 
 const $ = (id) => document.getElementById(id);
@@ -225,12 +227,43 @@ async function uploadFile(file, row) {
   }
 }
 
+/** Whether any listing filter is set (then a new image may not belong in the grid). */
+function filtersActive() {
+  const query = listingQuery(null);
+  query.delete("limit");
+  return query.toString() !== "";
+}
+
+/** Put a just-uploaded image first in an unfiltered grid (its view carries the URLs). */
+async function showUploaded(record) {
+  try {
+    const view = await api("GET", `images/${encodeURIComponent(record.image_id)}`);
+    if (gallery.records.has(view.image_id)) return;
+    gallery.records.set(view.image_id, view);
+    el.gallery.prepend(tileFor(view));
+    showCount();
+  } catch {
+    // The next listing shows it.
+  }
+}
+
 async function uploadFiles(files) {
   const list = Array.from(files);
   if (!list.length) return;
   const rows = list.map((file) => uploadRow(file));
-  const records = await Promise.all(list.map((file, index) => uploadFile(file, rows[index])));
-  if (records.some(Boolean)) await reloadGallery();
+  const results = new Array(list.length).fill(null);
+  const filtered = filtersActive();
+  let next = 0;
+  // A few at a time: every file's row shows "waiting" until its turn.
+  async function worker() {
+    while (next < list.length) {
+      const index = next++;
+      results[index] = await uploadFile(list[index], rows[index]);
+      if (results[index] && !filtered) await showUploaded(results[index]);
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(UPLOAD_CONCURRENCY, list.length) }, worker));
+  if (filtered && results.some(Boolean)) await reloadGallery();
 }
 
 function setUpUpload() {
@@ -337,6 +370,13 @@ function tileFor(record) {
   return item;
 }
 
+function showCount() {
+  const shown = gallery.records.size;
+  el.status.textContent = shown
+    ? `${shown} image${shown === 1 ? "" : "s"}${gallery.exhausted ? "" : ", scroll for more"}`
+    : "No images match.";
+}
+
 async function loadNextPage() {
   if (gallery.loading || gallery.exhausted) return gallery.loading;
   if (AUTH_MODE !== "none" && !el.token.value.trim()) {
@@ -356,10 +396,7 @@ async function loadNextPage() {
       }
       gallery.nextToken = page.next_token || null;
       gallery.exhausted = !gallery.nextToken;
-      const shown = gallery.records.size;
-      el.status.textContent = shown
-        ? `${shown} image${shown === 1 ? "" : "s"}${gallery.exhausted ? "" : ", scroll for more"}`
-        : "No images match.";
+      showCount();
     } catch (error) {
       if (generation === gallery.generation) el.status.textContent = error.message;
       gallery.exhausted = true;
@@ -532,7 +569,7 @@ async function deleteDetail() {
     const tile = el.gallery.querySelector(`[data-image-id="${CSS.escape(imageId)}"]`);
     if (tile) tile.closest("li").remove();
     closeDetail();
-    el.status.textContent = "Image deleted.";
+    showCount();
   } catch (error) {
     $("detail-error").textContent = error.message;
   }

@@ -63,12 +63,14 @@ def test_token_mode_uploads_and_deletes_as_the_token_subject(
     page.set_input_files("#file-input", str(photo))
     row = page.locator('#upload-list .upload-item[data-filename="jwt.jpg"]')
     expect(row).to_have_attribute("data-state", "done", timeout=60_000)
-    expect(tiles(jwt_page)).to_have_count(1)
+    expect(tiles(jwt_page)).to_have_count(1)  # put first as soon as it is processed
     wait_images_decoded(jwt_page, 1)
+    expect(page.locator("#gallery-status")).to_have_text("1 image")
 
     tiles(jwt_page).first.click()
     expect(page.locator("#detail-facts")).to_contain_text("alice")
     expect(page.locator("#detail-delete")).to_be_visible()
     page.click("#detail-delete")
     expect(tiles(jwt_page)).to_have_count(0)
+    expect(page.locator("#gallery-status")).to_have_text("No images match.")
     jwt_page.assert_clean()
