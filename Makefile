@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run token test unit integration browser deploy-test lint bench reconcile up package deploy destroy url down clean
+.PHONY: help install run token test unit integration browser deploy-test lint bench bench-deps reconcile up package deploy destroy url down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,8 +47,16 @@ lint: install ## ruff + mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install ## what listing (vs Scan + filter), upload and cold start cost; writes bench/results.md (ARGS=--help)
+bench: install bench-deps ## what listing (vs Scan + filter), upload, cold start and image processing (vs libvips) cost; writes bench/results.md (ARGS=--help)
 	$(BIN)/python -m bench.run $(ARGS)
+
+bench-deps: ## libvips' vipsthumbnail for the image-processing comparison (Debian libvips-tools; apt-get when root)
+	@if command -v vipsthumbnail > /dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	  (apt-get install -y -q --no-install-recommends libvips-tools || \
+	   (apt-get update -q && apt-get install -y -q --no-install-recommends libvips-tools)) > /dev/null \
+	  || echo "bench-deps: could not install libvips-tools; the libvips column will be skipped" >&2; \
+	else echo "bench-deps: vipsthumbnail missing (apt-get install libvips-tools); the libvips column will be skipped" >&2; fi
 
 reconcile: install ## report S3/DynamoDB orphans (FIX=1 deletes them; AWS_ENDPOINT_URL for emulators)
 	$(BIN)/python -m scripts.reconcile $(if $(FIX),--fix)
