@@ -190,6 +190,7 @@ def test_scrolling_loads_the_next_page_at_phone_width(
     assert all("limit=3" in url for url in listings)
     width = phone.page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390  # nothing wider than the phone
+    phone.page.screenshot(path=str(artifact_path("gallery-phone.png")))
     phone.assert_clean()
 
 
@@ -219,6 +220,9 @@ def test_detail_view_with_the_keyboard_download_and_delete(
     expect(facts).to_contain_text("120 \u00d7 80 px")
     expect(facts).to_contain_text(f"{len(data)} B")
     expect(desktop.page.locator("#detail-img")).to_have_attribute("alt", "Harbour")
+    desktop.page.emulate_media(reduced_motion="reduce")
+    expect(desktop.page.locator("#detail-img.loaded")).to_have_count(1)
+    desktop.page.screenshot(path=str(artifact_path("detail.png")))
 
     desktop.page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
