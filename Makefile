@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run token test unit integration deploy-test lint bench bench-deps reconcile up package deploy destroy url down clean
+.PHONY: help install run token test unit integration browser deploy-test lint bench bench-deps reconcile up package deploy destroy url down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}' | sed 's/\$$(PORT)/$(PORT)/g'
@@ -35,6 +35,9 @@ unit: install ## unit tests only (Chalice test client + moto in-process)
 
 integration: install ## real HTTP: chalice local + moto's server as subprocesses
 	$(BIN)/pytest tests/integration
+
+browser: install ## the web gallery in Debian's Chromium (Playwright), against make run's script
+	$(BIN)/pytest tests/browser
 
 deploy-test: install ## Terraform + packaged Lambda against moto's server
 	$(TF_ENV) $(BIN)/pytest tests/deploy

@@ -5,13 +5,16 @@ Chalice's error responses in one place (``chalicelib.errors.to_chalice_error``) 
 the ``/images`` routes, attaches the ``jwt_auth`` authorizer when ``AUTH_MODE`` asks for
 it and refuses (401) a request without a principal whenever ``AUTH_MODE`` is not ``none``
 (``chalicelib.auth``). Every response the app makes, errors included, carries
-``X-Content-Type-Options: nosniff`` (:func:`no_sniffing`).
+``X-Content-Type-Options: nosniff`` (:func:`no_sniffing`). :func:`route` also declares
+the path's ``OPTIONS`` (CORS preflight, never behind the authorizer), and
+:func:`add_cors_headers` adds the CORS response headers to every answer
+(``chalicelib.cors``: why not Chalice's ``CORSConfig``).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from chalice.app import (
@@ -19,14 +22,16 @@ from chalice.app import (
     AuthResponse,
     Chalice,
     CloudWatchEvent,
+    NotFoundError,
     Rate,
     Request,
     Response,
     S3Event,
 )
 
-from chalicelib import auth
-from chalicelib.config import Settings
+from chalicelib import auth, web
+from chalicelib.config import Settings, cors_allow_origins
+from chalicelib.cors import CorsPolicy, ResponseHeaders, merge_vary
 from chalicelib.errors import (
     ImageServiceError,
     MissingIdentityError,
@@ -102,17 +107,71 @@ def use_service(service: ImageService | None) -> None:
     _service = service
 
 
+def _headers(headers: Mapping[str, str]) -> ResponseHeaders:
+    """``headers`` as the mapping type Chalice's ``Response`` wants."""
+    return dict(headers)
+
+
+#: The methods each path answers, filled in by :func:`route`; read by the preflight.
+_PATH_METHODS: dict[str, set[str]] = {}
+
+
+def _cors_policy() -> CorsPolicy:
+    """The installed service's CORS origins; before one is built, ``CORS_ALLOW_ORIGINS``
+    itself (so a route that needs no AWS client builds none)."""
+    if _service is not None:
+        return CorsPolicy(_service.settings.cors_allow_origins)
+    return CorsPolicy(cors_allow_origins())
+
+
+def cors_preflight(**_path_parameters: str) -> Response:
+    """``OPTIONS`` on any path: the CORS preflight answer (204), from ``CORS_ALLOW_ORIGINS``.
+
+    An allowed origin asking for one of the path's methods gets the allow-* headers; any
+    other request gets none, which the browser takes as a refusal.
+    """
+    request = _request()
+    methods = _PATH_METHODS.get(str(request.context.get("resourcePath", "")), set())
+    headers = _cors_policy().preflight_headers(
+        request.headers.get("origin"),
+        request.headers.get("access-control-request-method"),
+        methods,
+    )
+    headers["Allow"] = ", ".join(sorted(methods | {"OPTIONS"}))
+    return Response(body="", status_code=204, headers=_headers(headers))
+
+
+@app.middleware("http")
+def add_cors_headers(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    """Every response (errors included) gets the CORS headers of its request's ``Origin``.
+
+    The preflight's own headers are left as :func:`cors_preflight` set them.
+    """
+    response = get_response(event)
+    if event.method == "OPTIONS":
+        return response
+    extra = _cors_policy().response_headers(event.headers.get("origin"))
+    if extra:
+        response.headers = merge_vary(response.headers, extra)
+    return response
+
+
 def route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``app.route`` that turns :class:`ImageServiceError` into Chalice's error response.
 
     Routes under ``/images`` and ``/uploads`` are authenticated: they carry
     :data:`IMAGES_AUTHORIZER`, and
     unless ``AUTH_MODE`` is ``none`` a request without a principal is a 401 even if the
-    gateway let it through.
+    gateway let it through. The first route on a path also declares its ``OPTIONS``
+    (:func:`cors_preflight`, no authorizer).
     """
     authenticated = path.split("/")[1] in ("images", "uploads")
     if authenticated:
         options.setdefault("authorizer", IMAGES_AUTHORIZER)
+    if path not in _PATH_METHODS:
+        _PATH_METHODS[path] = set()
+        app.route(path, methods=["OPTIONS"])(cors_preflight)
+    _PATH_METHODS[path].update(method.upper() for method in options.get("methods", ["GET"]))
 
     def register(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
@@ -280,6 +339,27 @@ def health() -> dict[str, str]:
             "; ".join(f"{name}: {result}" for name, result in failing.items())
         )
     return {"status": "ok"}
+
+
+@route("/", methods=["GET"])
+def web_page() -> Response:
+    """The web gallery (``chalicelib/web``): HTML with its Content-Security-Policy."""
+    service = image_service()
+    csp = web.content_security_policy(web.bucket_origins(service.storage))
+    page = web.render_page(service.settings.auth_mode, web.base_href(_request().context))
+    return Response(body=page, status_code=200, headers=_headers(web.page_headers(csp)))
+
+
+@route("/assets/{name}", methods=["GET"])
+def web_asset(name: str) -> Response:
+    """A static file of the gallery (JS, CSS, icon); 304 when ``If-None-Match`` matches."""
+    found = web.asset(name)
+    if found is None:
+        raise NotFoundError(f"asset: no file named {name!r}")
+    headers = _headers(web.asset_headers(found))
+    if web.not_modified(found, _request().headers.get("if-none-match")):
+        return Response(body="", status_code=304, headers=headers)
+    return Response(body=found.body, status_code=200, headers=headers)
 
 
 @route("/openapi.json", methods=["GET"])

@@ -99,6 +99,17 @@ def auth_mode(environ: Mapping[str, str] | None = None) -> AuthMode:
     return value
 
 
+def cors_allow_origins(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """``CORS_ALLOW_ORIGINS`` from ``environ`` (default ``os.environ``): the origins, or
+    ``("*",)``, or empty (no cross-origin access). Needs no other setting, so the CORS
+    headers of routes that use no AWS client (``/openapi.json``) never build one.
+
+    Raises:
+        ConfigurationError: an entry is neither ``*`` nor ``scheme://host[:port]``.
+    """
+    return _origins(os.environ if environ is None else environ, "CORS_ALLOW_ORIGINS")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration of the image service.
@@ -188,7 +199,7 @@ class Settings:
             max_animation_frames=_positive_int(env, "MAX_ANIMATION_FRAMES", 300),
             rendition_sizes=_sizes(env, "RENDITION_SIZES", (320, 640, 1080)),
             upload_expires_seconds=_positive_int(env, "UPLOAD_EXPIRES_SECONDS", 3600),
-            cors_allow_origins=_origins(env, "CORS_ALLOW_ORIGINS"),
+            cors_allow_origins=cors_allow_origins(env),
             sweep_grace_seconds=_positive_int(env, "SWEEP_GRACE_SECONDS", 3600),
             url_expires_seconds=_positive_int(env, "URL_EXPIRES_SECONDS", 900),
             s3_public_endpoint_url=public_endpoint,

@@ -6,7 +6,9 @@ Steps:
    otherwise a fresh moto server on loopback (:func:`scripts.emulator.start_moto_server`).
 2. Resources: the bucket and table named by the stage's ``environment_variables`` in
    ``.chalice/config.json``, the table built from :mod:`chalicelib.schema`; both are
-   created only when missing (:func:`ensure_resources`).
+   created only when missing (:func:`ensure_resources`). The bucket's CORS lets the
+   gallery's page (this port) and ``CORS_ALLOW_ORIGINS`` post uploads to it
+   (:func:`ensure_bucket_cors`).
 3. ``chalice local --stage dev --host 127.0.0.1 --port PORT`` as a child whose environment
    carries the endpoint, a region, and dummy credentials when the user has none. The
    rest of the caller's environment passes through; the ``dev`` stage sets no
@@ -188,6 +190,53 @@ def ensure_resources(
     create_table(session.client("dynamodb", endpoint_url=endpoint_url), table)
 
 
+def page_origins(port: int, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Origins that may talk to the bucket from a browser under ``make run``.
+
+    The gallery's own origin (``http://127.0.0.1:PORT`` and ``http://localhost:PORT``:
+    the page posts uploads to the emulator, which is another origin) and every
+    ``CORS_ALLOW_ORIGINS`` entry (``*``: any origin), read from ``environ`` (default
+    ``os.environ``) then the dev stage, as the app reads it.
+    """
+    env = os.environ if environ is None else environ
+    configured = env.get("CORS_ALLOW_ORIGINS") or stage_environment().get("CORS_ALLOW_ORIGINS", "")
+    extra = [origin.strip() for origin in configured.split(",") if origin.strip()]
+    if "*" in extra:
+        return ["*"]
+    return list(dict.fromkeys([f"http://{HOST}:{port}", f"http://localhost:{port}", *extra]))
+
+
+def ensure_bucket_cors(
+    endpoint_url: str, bucket: str, origins: Sequence[str], environ: Mapping[str, str] | None = None
+) -> None:
+    """Let browsers from ``origins`` POST uploads to ``bucket`` and GET its objects
+    (what ``infra/``'s bucket CORS does for a deploy). Replaces the bucket's CORS rules."""
+    env = aws_environment(endpoint_url, environ)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=env.get("AWS_REGION") or env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=env.get("AWS_SESSION_TOKEN"),
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    s3.put_bucket_cors(
+        Bucket=bucket,
+        CORSConfiguration={
+            "CORSRules": [
+                {
+                    "AllowedOrigins": list(origins),
+                    "AllowedMethods": ["GET", "HEAD", "POST"],
+                    "AllowedHeaders": ["*"],
+                    "ExposeHeaders": ["ETag", "Location"],
+                    "MaxAgeSeconds": 600,
+                }
+            ]
+        },
+    )
+
+
 def chalice_command(
     port: int, stage: str = "dev", autoreload: bool = True, host: str = HOST
 ) -> list[str]:
@@ -278,6 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bucket, table = stage_env["BUCKET_NAME"], stage_env["TABLE_NAME"]
         try:
             ensure_resources(endpoint_url, bucket, table)
+            ensure_bucket_cors(endpoint_url, bucket, page_origins(args.port))
         except (BotoCoreError, ClientError) as error:
             print(
                 f"run_local: cannot create {bucket}/{table} at {endpoint_url}: {error}",

@@ -188,7 +188,11 @@ def test_the_packaged_api_secures_exactly_the_images_routes(packaged_infra: Path
     assert set(security) == {"none", "jwt", "cognito"}
     for mode, authorizer in [("none", None), ("jwt", "jwt_auth"), ("cognito", "cognito_user_pool")]:
         for operation, requirement in security[mode].items():
-            protected = operation.split(" ", 1)[1].startswith("/images") and authorizer
+            method, path = operation.split(" ", 1)
+            # OPTIONS is the CORS preflight (app.cors_preflight): browsers send no token.
+            protected = (
+                path.startswith(("/images", "/uploads")) and method != "OPTIONS" and authorizer
+            )
             assert requirement == ([{authorizer: []}] if protected else None), (mode, operation)
         assert any(operation.endswith(" /health") for operation in security[mode])
 
@@ -602,6 +606,34 @@ def test_deployed_handler_serves_the_api(
     # Only the image's items go; the feed's month marker (FEEDMONTHS) may stay.
     items = dynamodb.scan(TableName=table)["Items"]
     assert not [item for item in items if image_id in json.dumps(item)], items
+
+
+def _gallery_event(path: str, resource: str, **path_parameters: str) -> dict[str, Any]:
+    """``GET path`` as API Gateway's ``api`` stage hands it to the function."""
+    event = load_event("apigw_rest_get_health.json")
+    event.update(path=path, resource=resource, pathParameters=path_parameters or None)
+    event["requestContext"].update(path=f"/api{path}", resourcePath=resource)
+    return event
+
+
+def test_deployed_handler_serves_the_gallery_and_cors_preflights(
+    applied: Terraform, handler: DeployedHandler
+) -> None:
+    page = handler.invoke(_gallery_event("/", "/"))
+    assert page["statusCode"] == 200, page
+    assert page["headers"]["Content-Type"] == "text/html; charset=utf-8"
+    assert '<base href="/api/">' in page["body"]  # relative URLs follow the stage prefix
+    csp = page["headers"]["Content-Security-Policy"]
+    public = urlsplit(applied.moto_endpoint)
+    assert f"img-src 'self' http://{public.netloc}" in csp  # S3_PUBLIC_ENDPOINT_URL's origin
+    script = handler.invoke(_gallery_event("/assets/app.js", "/assets/{name}", name="app.js"))
+    assert script["statusCode"] == 200, script
+    assert script["headers"]["Content-Type"] == "text/javascript; charset=utf-8"
+    assert "import { paint }" in script["body"]  # shipped in deployment.zip's chalicelib/web
+    preflight = _gallery_event("/images", "/images")
+    preflight["httpMethod"] = preflight["requestContext"]["httpMethod"] = "OPTIONS"
+    answer = handler.invoke(preflight)
+    assert answer["statusCode"] == 204, answer  # reaches the function, no authorizer
 
 
 @pytest.mark.parametrize(

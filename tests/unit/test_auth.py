@@ -271,7 +271,8 @@ def json_upload(user_id: str | None = None) -> dict[str, Any]:
 def test_every_images_and_uploads_route_carries_the_authorizer_and_health_does_not(jwt_app):
     for path, methods in jwt_app.app.routes.items():
         for method, entry in methods.items():
-            protected = path.startswith(("/images", "/uploads"))
+            # A CORS preflight carries no credentials: OPTIONS is never behind it.
+            protected = path.startswith(("/images", "/uploads")) and method != "OPTIONS"
             assert (entry.authorizer is jwt_app.jwt_auth) is protected, (method, path)
     # The default import (AUTH_MODE unset) declares none: X-User-Id mode.
     assert all(

@@ -1,0 +1,157 @@
+"""The command-line client's own logic (``scripts/client.py``), without a server:
+file collection, exit status, one failure not stopping the rest, query mapping."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from scripts import client as cli
+
+
+def touch(path: Path, data: bytes = b"x") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_folders_are_walked_recursively_for_image_files(tmp_path: Path) -> None:
+    a = touch(tmp_path / "trip" / "a.JPG")
+    b = touch(tmp_path / "trip" / "day2" / "b.webp")
+    touch(tmp_path / "trip" / "notes.txt")
+    touch(tmp_path / "trip" / ".hidden" / "c.png")
+    touch(tmp_path / "trip" / ".DS_Store")
+    explicit = touch(tmp_path / "readme.txt")
+    files, problems = cli.collect_files(
+        [str(tmp_path / "trip"), str(explicit), str(tmp_path / "missing"), str(a)]
+    )
+    assert files == [a, b, explicit]  # sorted walk, explicit files always, no duplicates
+    assert problems == [f"{tmp_path / 'missing'}: no such file or folder"]
+
+
+@pytest.mark.parametrize(("failures", "status"), [(0, 0), (1, 1), (3, 3), (125, 125), (400, 125)])
+def test_exit_status_counts_failures_up_to_125(failures: int, status: int) -> None:
+    assert cli.exit_status(failures) == status
+
+
+def test_upload_request_declares_name_size_and_digest(tmp_path: Path) -> None:
+    path = touch(tmp_path / "p.png", b"12345")
+    body = cli.upload_request(path, "alice", "Sea", ["beach", "trip"])
+    assert body == {
+        "filename": "p.png",
+        "size_bytes": 5,
+        "sha256": hashlib.sha256(b"12345").hexdigest(),
+        "user_id": "alice",
+        "title": "Sea",
+        "tags": ["beach", "trip"],
+    }
+    assert cli.upload_request(path, None, None, []).keys() == {"filename", "size_bytes", "sha256"}
+
+
+class FakeApi(cli.ApiClient):
+    """Answers the three calls of a direct upload; files named ``bad*`` are a 415."""
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        if path == "/uploads":
+            assert body is not None
+            return {"upload_id": body["filename"], "upload": {"url": "u", "fields": {}}}
+        if path.endswith("/complete"):
+            name = path.split("/")[2]
+            if name.startswith("bad"):
+                raise cli.ApiError(415, f"file: {name} is not a supported image")
+            return {"image_id": f"id-{name}"}
+        raise AssertionError(path)
+
+    def post_to_bucket(
+        self, upload: dict[str, Any], path: Path, on_bytes: Callable[[int], None]
+    ) -> None:
+        size = path.stat().st_size
+        on_bytes(size // 2)
+        on_bytes(size + 100)  # multipart framing: more than the file
+
+
+def test_one_failure_does_not_stop_the_others(tmp_path: Path) -> None:
+    files = [touch(tmp_path / name, b"a" * 1000) for name in ("a.png", "bad.txt", "c.png")]
+    console = Console(file=io.StringIO())
+    outcomes = cli.upload_all(FakeApi("http://api"), files, None, [], jobs=2, console=console)
+    assert [o.path for o in outcomes] == files
+    assert [o.record["image_id"] if o.record else None for o in outcomes] == [
+        "id-a.png",
+        None,
+        "id-c.png",
+    ]
+    assert outcomes[1].error == "415: file: bad.txt is not a supported image"
+
+
+def test_upload_command_exit_status_is_the_number_of_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a.png", "bad1.png", "bad2.png"):
+        touch(tmp_path / "in" / name)
+    monkeypatch.setattr(cli, "ApiClient", FakeApi)
+    status = cli.main(["upload", str(tmp_path / "in"), str(tmp_path / "nothing-here")])
+    assert status == 3  # two refused, one missing path
+
+
+def test_list_options_map_to_query_parameters() -> None:
+    args = argparse.Namespace(
+        user="alice", tags="beach", date_from="2026-01-01", date_to=None, title="sea", limit=5
+    )
+    assert cli.list_params(args) == {
+        "user_id": "alice",
+        "tag": "beach",
+        "date_from": "2026-01-01",
+        "title": "sea",
+        "limit": "5",
+    }
+    args.tags = "beach, trip"
+    assert cli.list_params(args)["tags"] == "beach,trip"
+
+
+def test_download_target(tmp_path: Path) -> None:
+    assert cli.download_target(None, "../../etc/passwd") == Path("passwd")
+    assert cli.download_target(str(tmp_path), "a.png") == tmp_path / "a.png"
+    assert cli.download_target(str(tmp_path / "b.png"), "a.png") == tmp_path / "b.png"
+
+
+def test_api_defaults_to_make_runs_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IMAGE_API_URL", raising=False)
+    assert cli.parse_args(["list"]).api == "http://127.0.0.1:8000"
+    monkeypatch.setenv("IMAGE_API_URL", "http://elsewhere:1")
+    assert cli.parse_args(["delete", "x"]).api == "http://elsewhere:1"
+
+
+def test_identity_headers() -> None:
+    assert cli.ApiClient("http://api", user="alice")._headers()["X-User-Id"] == "alice"
+    with_token = cli.ApiClient("http://api", token="abc.def.ghi")._headers()
+    assert with_token["Authorization"] == "Bearer abc.def.ghi"
+    assert "X-User-Id" not in with_token
+
+
+def test_error_messages_come_from_the_api_or_s3() -> None:
+    import requests
+
+    def response(status: int, body: bytes) -> requests.Response:
+        made = requests.Response()
+        made.status_code = status
+        made._content = body
+        return made
+
+    api = response(415, b'{"Code": "UnsupportedMediaTypeError", "Message": "file: not an image"}')
+    assert cli._error_message(api) == "file: not an image"
+    s3 = response(403, b"<Error><Code>AccessDenied</Code><Message>Policy expired</Message></Error>")
+    assert cli._error_message(s3) == "Policy expired"
