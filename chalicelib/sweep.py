@@ -238,6 +238,8 @@ class Sweep:
         elif item.kind == "membership" and item.image_id is not None:
             if metadata.get_image(item.image_id) is not None:
                 return
+            if self.fix and item.image_id in report.orphan_records:
+                return  # deleted with its orphan record a moment ago (same Scan page)
             membership = {"pk": item.pk, "sk": item.sk, "image_id": item.image_id}
             report.orphan_memberships.append(membership)
             if self.fix and not metadata.delete_orphan_membership(membership):
