@@ -44,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.config import Settings
-from chalicelib.errors import ImageNotFoundError, ImageServiceError
+from chalicelib.errors import DependencyError, ImageNotFoundError, ImageServiceError
 from chalicelib.metadata import TableItem, UploadRecord
 from chalicelib.service import ImageService
 from chalicelib.storage import (
@@ -250,21 +250,30 @@ class Sweep:
             if upload.status != "pending" or not expired:
                 return
             report.expired_uploads.append(upload.upload_id)
-            if self.fix:
-                self._finish(upload)
+            if self.fix and self._finish(upload):
                 storage.delete(upload_key(upload.upload_id))
 
     # --- helpers ----------------------------------------------------------------------
 
-    def _finish(self, upload: UploadRecord) -> None:
+    def _finish(self, upload: UploadRecord) -> bool:
         """Drive ``upload`` to its end through the same code ``complete`` runs: bytes
-        that arrived in time are ingested, anything else expires or is rejected."""
+        that arrived in time are ingested, anything else expires or is rejected.
+
+        Returns:
+            False when S3 or DynamoDB failed on the way (``DependencyError``): the
+            upload may still be pending with bytes that arrived in time, so its object
+            must stay for the next run; True otherwise.
+        """
         try:
             ingested = self.service.uploads.finish(upload)
+        except DependencyError as exc:
+            logger.warning("upload %s not finished, next run again: %s", upload.upload_id, exc)
+            return False
         except ImageServiceError as exc:
             logger.info("upload %s ended: %s", upload.upload_id, exc)
         else:
             logger.info("upload %s finished as %s", upload.upload_id, ingested.record.image_id)
+        return True
 
     def _young(self, moment: datetime) -> bool:
         return self._clock() - moment < self.grace
