@@ -10,7 +10,8 @@ or one Scan page of at most ``slice_items``):
 - ``uploads``: uploaded objects of no pending upload (``orphan_upload_objects``; fix:
   deleted), and pending uploads whose bytes arrived but were never ingested, a lost
   event or a crash mid-ingest (``unfinished_uploads``; fix: finished through the
-  ingest pipeline, exactly as ``complete`` would).
+  ingest pipeline, exactly as ``complete`` would); one past its expiry by more than
+  the grace period is left to the ``table`` phase, so it is reported once.
 - ``table``: image records whose original is missing (``orphan_records``; fix: the
   record, its tag items and renditions deleted), tag items without their image
   (``orphan_memberships``; fix: deleted, conditionally), pending uploads past their
@@ -209,6 +210,8 @@ class Sweep:
         upload_id = stored.key[len(UPLOAD_PREFIX) :]
         upload = self.service.metadata.get_upload(upload_id)
         if upload is not None and upload.status == "pending":
+            if self._expired(upload):
+                return  # the table phase finishes it, as one of the expired_uploads
             report.unfinished_uploads.append(upload_id)
             if self.fix:
                 self._finish(upload)
@@ -246,8 +249,7 @@ class Sweep:
                 logger.info("tag item %s kept: its image exists now", membership)
         elif item.kind == "upload" and item.upload is not None:
             upload = item.upload
-            expired = self._clock() > parse_timestamp(upload.expires_at) + self.grace
-            if upload.status != "pending" or not expired:
+            if upload.status != "pending" or not self._expired(upload):
                 return
             report.expired_uploads.append(upload.upload_id)
             if self.fix and self._finish(upload):
@@ -274,6 +276,10 @@ class Sweep:
         else:
             logger.info("upload %s finished as %s", upload.upload_id, ingested.record.image_id)
         return True
+
+    def _expired(self, upload: UploadRecord) -> bool:
+        """Whether ``upload`` is past its expiry by more than the grace period."""
+        return self._clock() > parse_timestamp(upload.expires_at) + self.grace
 
     def _young(self, moment: datetime) -> bool:
         return self._clock() - moment < self.grace
