@@ -22,6 +22,7 @@ import boto3
 import pytest
 from chalice.test import Client
 
+import app as app_module
 from chalicelib.service import AwsClients, ImageService
 from chalicelib.sweep import Sweep, SweepReport
 from chalicelib.validation import format_timestamp
@@ -285,3 +286,121 @@ def test_an_upload_whose_bytes_arrived_in_time_survives_a_sweep_that_cannot_read
     assert body["status"] == "ready"
     assert set(_state().objects) == _object_keys(body["image"])
     assert sweep(service, clock, fix=True) == SweepReport(fixed=True, done=True)
+
+
+# --- bounded slices, the saved cursor, the schedule -------------------------------------
+
+
+def _orphan_tag_items(count: int, clock: MovingClock) -> list[dict[str, str]]:
+    items = []
+    for _ in range(count):
+        image_id = str(uuid.uuid4())
+        item = {
+            "pk": "TAG#z",
+            "sk": f"{format_timestamp(clock())}#{image_id}",
+            "image_id": image_id,
+        }
+        boto3.client("dynamodb").put_item(
+            TableName=TABLE, Item={name: {"S": value} for name, value in item.items()}
+        )
+        items.append(item)
+    return items
+
+
+def test_a_resumable_sweep_works_in_bounded_slices_and_continues_where_it_stopped(
+    client: Client, service: ImageService, clock: MovingClock, aws_clients: AwsClients
+) -> None:
+    originals = sorted(f"images/{uuid.uuid4()}/0123456789abcdef.png" for _ in range(5))
+    for key in originals:
+        _put_object(key)
+    tag_items = _orphan_tag_items(3, clock)
+    reads: list[tuple[str, int]] = []
+
+    def listing(params: dict[str, Any], **_: Any) -> None:
+        reads.append(("list", params["MaxKeys"]))
+
+    def scan(params: dict[str, Any], **_: Any) -> None:
+        reads.append(("scan", params["Limit"]))
+
+    aws_clients.s3.meta.events.register("before-parameter-build.s3.ListObjectsV2", listing)
+    aws_clients.dynamodb.meta.events.register("before-parameter-build.dynamodb.Scan", scan)
+    clock.offset = 2 * GRACE
+
+    def scheduled_run() -> SweepReport:
+        sweeper = Sweep(service, fix=True, grace=GRACE, clock=clock, slice_items=2)
+        before = len(reads)
+        report = sweeper.run(max_slices=2, resume=True)
+        assert len(reads) - before <= 2  # at most max_slices reads, each bounded
+        assert all(limit == 2 for _, limit in reads[before:])
+        return report
+
+    first = scheduled_run()
+    assert first.orphan_objects == originals[:4]
+    assert not first.done
+    assert service.metadata.get_sweep_cursor() == {"phase": "images", "position": originals[3]}
+    assert set(_state().objects) == {originals[4]}
+
+    second = scheduled_run()
+    assert second.orphan_objects == originals[4:]  # continued after the cursor
+    assert not second.done
+
+    reports = [first, second]
+    while not reports[-1].done:
+        assert len(reports) < 10
+        reports.append(scheduled_run())
+
+    found = [membership for report in reports for membership in report.orphan_memberships]
+    assert sorted(found, key=lambda m: m["sk"]) == sorted(tag_items, key=lambda m: m["sk"])
+    assert service.metadata.get_sweep_cursor() is None  # the next run starts over
+    state = _state()
+    assert state.objects == {}
+    assert state.items == {}
+    restart = Sweep(service, fix=True, grace=GRACE, clock=clock).run(max_slices=None)
+    assert restart == SweepReport(fixed=True, done=True)
+
+
+def test_a_dry_run_keeps_no_cursor(service: ImageService, clock: MovingClock) -> None:
+    for _ in range(3):
+        _put_object(f"images/{uuid.uuid4()}/0123456789abcdef.png")
+    clock.offset = 2 * GRACE
+
+    report = Sweep(service, fix=False, grace=GRACE, clock=clock, slice_items=1).run(max_slices=1)
+
+    assert len(report.orphan_objects) == 1
+    assert service.metadata.get_sweep_cursor() is None
+    assert len(_state().objects) == 3
+
+
+def _scheduled_event(client: Client) -> dict[str, Any]:
+    event: dict[str, Any] = client.events.generate_cw_event(
+        source="aws.events",
+        detail_type="Scheduled Event",
+        detail={},
+        resources=["arn:aws:events:us-east-1:123456789012:rule/image-service-dev-sweep"],
+    )
+    return event
+
+
+def test_the_scheduled_handler_sweeps_with_the_configured_grace_period(
+    client: Client, service: ImageService
+) -> None:
+    young = f"images/{uuid.uuid4()}/0123456789abcdef.png"
+    _put_object(young)
+    old_tag_item = {"pk": "TAG#z", "sk": f"2026-01-01T00:00:00.000Z#{uuid.uuid4()}"}
+    old_tag_item["image_id"] = old_tag_item["sk"].rpartition("#")[2]
+    boto3.client("dynamodb").put_item(
+        TableName=TABLE, Item={name: {"S": value} for name, value in old_tag_item.items()}
+    )
+
+    client.lambda_.invoke("sweep", _scheduled_event(client))
+
+    state = _state()
+    assert set(state.objects) == {young}  # younger than SWEEP_GRACE_SECONDS: kept
+    assert state.items == {}  # the old tag item is gone
+    assert service.metadata.get_sweep_cursor() is None  # one run reached the end
+
+    no_grace = replace(SWEEP_SETTINGS, sweep_grace_seconds=0)
+    app_module.use_service(ImageService(service.storage, service.metadata, no_grace))
+    client.lambda_.invoke("sweep", _scheduled_event(client))
+
+    assert _state().objects == {}
