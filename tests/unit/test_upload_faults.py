@@ -1,0 +1,267 @@
+"""Faults at every step of a direct upload's ingest, and of the sweep (issue 10).
+
+A crash (an exception raised by an injected hook, as a bug or a killed Lambda would
+stop the code there), a lost answer (a read timeout after the call took effect), or a
+call sent without an answer (a read timeout before it reached the emulator), at each
+call the ingest of an uploaded object makes: reading the upload item, HeadObject,
+GetObject, the PutObject of the original and of the rendition, the feed-month PutItem,
+TransactWriteItems, the UpdateItem that rejects an upload, and the DeleteObject of the
+consumed upload object; entered through ``complete`` and through the S3 event.
+
+Afterwards, from outside: exactly one complete image with the upload ``ready``, or
+nothing visible with the upload still ``pending``; an answer never says "not saved" or
+"unchanged" about what happened. Then a sweep past the grace period leaves nothing
+behind (it finishes the upload: its bytes arrived in time), and a second one is clean.
+The same for a crash or a lost answer at each call of the sweep itself, over one of
+every kind of leftover.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any, Literal
+
+import boto3
+import pytest
+from botocore.exceptions import ReadTimeoutError
+from chalice.test import Client
+
+from chalicelib import ingest
+from chalicelib.service import AwsClients, ImageService
+from chalicelib.sweep import Sweep, SweepReport
+from tests.faults import drained, inject_on_key
+from tests.invariants import Injection, Snapshot, complete_problems, inject, snapshot
+from tests.unit.conftest import BUCKET, SETTINGS, TABLE, create_resources
+from tests.unit.uploading import MovingClock, complete, post_bytes, s3_event, start_upload, status
+
+GRACE = timedelta(hours=1)
+SWEEP_SETTINGS = replace(
+    SETTINGS, upload_expires_seconds=4 * 3600, sweep_grace_seconds=int(GRACE.total_seconds())
+)
+
+Kind = Literal["crash", "answer lost", "unanswered"]
+KINDS: tuple[Kind, ...] = ("crash", "answer lost", "unanswered")
+
+
+class Crash(RuntimeError):
+    """What an injected crash raises: no code of the service handles it."""
+
+
+@pytest.fixture
+def clock() -> MovingClock:
+    return MovingClock()
+
+
+@pytest.fixture
+def aws_clients(aws: None) -> AwsClients:
+    clients = AwsClients.from_settings(SWEEP_SETTINGS)
+    create_resources(clients)
+    return clients
+
+
+@pytest.fixture
+def service(aws_clients: AwsClients, clock: MovingClock) -> ImageService:
+    wired = ImageService.from_settings(SWEEP_SETTINGS, aws_clients)
+    return ImageService(wired.storage, wired.metadata, SWEEP_SETTINGS, clock=clock)
+
+
+@pytest.fixture(autouse=True)
+def uploader(monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadPoolExecutor]:
+    """The ingest's S3 writer pool, this test's own, drained before the state is read."""
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="test-store")
+    monkeypatch.setattr(ingest, "_uploader", pool)
+    yield pool
+    pool.shutdown(wait=True)
+
+
+def _error(kind: Kind) -> Callable[[], Exception]:
+    if kind == "crash":
+        return lambda: Crash("injected crash")
+    return lambda: ReadTimeoutError(endpoint_url="http://injected.invalid")
+
+
+def _inject(
+    clients: AwsClients, service_name: str, operation: str, kind: Kind, key_prefix: str | None
+) -> Injection:
+    client = clients.s3 if service_name == "s3" else clients.dynamodb
+    after_call = kind == "answer lost"
+    if key_prefix is not None:
+        prefix = key_prefix
+        return inject_on_key(
+            client,
+            operation,
+            lambda key: key.startswith(prefix),
+            _error(kind),
+            after_call=after_call,
+        )
+    return inject(client, operation, _error(kind), after_call=after_call)
+
+
+def _state() -> Snapshot:
+    return snapshot(boto3.client("s3"), boto3.client("dynamodb"), BUCKET, TABLE)
+
+
+def _object_keys(record: dict[str, Any]) -> set[str]:
+    return {record["s3_key"], *(rendition["s3_key"] for rendition in record["renditions"])}
+
+
+def _items(record: dict[str, Any], upload_id: str) -> set[tuple[str, str]]:
+    """The items carrying the image's id: the image, a tag item per tag and per pair of
+    tags, and the upload item."""
+    tags = sorted(record["tags"])
+    partitions = [f"TAG#{tag}" for tag in tags] + [
+        f"TAG#{a}+{b}" for a, b in itertools.combinations(tags, 2)
+    ]
+    sort_key = f"{record['created_at']}#{record['image_id']}"
+    return {
+        (f"IMAGE#{record['image_id']}", "META"),
+        (f"UPLOAD#{upload_id}", "META"),
+        *((partition, sort_key) for partition in partitions),
+    }
+
+
+def _assert_one_complete_image_or_nothing(
+    client: Client, started: dict[str, Any], answer: Any | None
+) -> str:
+    """The upload is ``ready`` with one complete image, or ``pending`` with nothing
+    visible; ``answer`` (the route's response, if any) agrees. Returns the status."""
+    upload_id, image_id = started["upload_id"], started["image_id"]
+    state = _state()
+    body = status(client, upload_id)
+    view = client.http.get(f"/images/{image_id}")
+    listing = client.http.get("/images").json_body
+    message = "" if answer is None or answer.status_code < 300 else answer.json_body["Message"]
+    if body["status"] == "ready":
+        record = body["image"]
+        assert complete_problems(state, record, _items(record, upload_id)) == []
+        assert set(state.objects) - {started["upload"]["fields"]["key"]} == _object_keys(record)
+        assert view.status_code == 200
+        assert [item["image_id"] for item in listing["items"]] == [image_id]
+        if answer is not None:
+            assert answer.status_code in (200, 201) or "may have been saved" in message, message
+            if answer.status_code < 300:
+                assert answer.json_body == record
+        return "ready"
+    assert body["status"] == "pending"
+    assert view.status_code == 404
+    assert listing["items"] == []
+    assert state.items.get(image_id, set()) <= {(f"UPLOAD#{upload_id}", "META")}
+    if answer is not None:
+        assert answer.status_code >= 500, answer.body
+    return "pending"
+
+
+def _sweep(service: ImageService, clock: MovingClock) -> SweepReport:
+    return Sweep(service, fix=True, grace=GRACE, clock=clock).run(max_slices=None, resume=False)
+
+
+def _assert_finished_and_clean(
+    client: Client, service: ImageService, clock: MovingClock, started: dict[str, Any]
+) -> None:
+    """Past the grace period, a sweep leaves exactly the finished image; the next finds
+    nothing."""
+    clock.offset = 2 * GRACE
+    _sweep(service, clock)
+    body = status(client, started["upload_id"])
+    assert body["status"] == "ready"
+    record = body["image"]
+    state = _state()
+    assert complete_problems(state, record, _items(record, started["upload_id"])) == []
+    assert set(state.objects) == _object_keys(record)
+    assert set(state.items) == {record["image_id"]}
+    assert _sweep(service, clock) == SweepReport(fixed=True, done=True)
+
+
+# (service, operation, key prefix): every call of an uploaded object's ingest.
+INGEST_STEPS: dict[str, tuple[str, str, str | None]] = {
+    "read the upload item": ("dynamodb", "GetItem", None),
+    "HeadObject": ("s3", "HeadObject", None),
+    "GetObject": ("s3", "GetObject", None),
+    "PutObject of the original": ("s3", "PutObject", "images/"),
+    "PutObject of the rendition": ("s3", "PutObject", "renditions/"),
+    "month-marker PutItem": ("dynamodb", "PutItem", None),
+    "TransactWriteItems": ("dynamodb", "TransactWriteItems", None),
+    "DeleteObject of the upload object": ("s3", "DeleteObject", None),
+}
+
+
+@pytest.mark.parametrize("entry", ["complete", "s3 event"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("step", INGEST_STEPS.values(), ids=INGEST_STEPS.keys())
+def test_a_fault_at_any_step_of_an_upload_leaves_one_image_or_nothing_and_the_sweep_finishes(
+    step: tuple[str, str, str | None],
+    kind: Kind,
+    entry: str,
+    client: Client,
+    aws_clients: AwsClients,
+    service: ImageService,
+    clock: MovingClock,
+    uploader: ThreadPoolExecutor,
+) -> None:
+    started = start_upload(client)
+    post_bytes(started)
+    injection = _inject(aws_clients, *step, kind)
+
+    answer = None
+    if entry == "complete":
+        answer = complete(client, started["upload_id"])
+    else:
+        try:
+            s3_event(client, started["upload"]["fields"]["key"])
+        except Exception as error:  # Lambda would deliver the event again
+            assert isinstance(error, Crash) or "failed" in str(error), error
+    drained(uploader)
+    injection.remove()
+
+    assert injection.calls, "the fault was never reached"
+    _assert_one_complete_image_or_nothing(client, started, answer)
+    _assert_finished_and_clean(client, service, clock, started)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("ending", ["rejected", "expired"])
+def test_a_fault_on_the_update_that_ends_an_upload_is_answered_truly_and_converges(
+    ending: str,
+    kind: Kind,
+    client: Client,
+    aws_clients: AwsClients,
+    service: ImageService,
+    clock: MovingClock,
+) -> None:
+    """The conditional UpdateItem that moves a pending upload to ``rejected`` (bytes
+    that are no image) or ``expired`` (no bytes before the expiry) fails: the answer
+    never says the upload is unchanged when it is not, and the sweep ends it."""
+    if ending == "expired":
+        clock.offset = -timedelta(seconds=SWEEP_SETTINGS.upload_expires_seconds + 1)
+        started = start_upload(client)
+        clock.offset = timedelta(0)
+    else:
+        started = start_upload(client)
+        post_bytes(started, b"these bytes are no image")
+    injection = _inject(aws_clients, "dynamodb", "UpdateItem", kind, None)
+
+    answer = complete(client, started["upload_id"])
+    injection.remove()
+
+    assert injection.calls, "the fault was never reached"
+    stored = service.metadata.get_upload(started["upload_id"])
+    assert stored is not None
+    assert stored.status in ("pending", ending)
+    assert answer.status_code >= 500, answer.body
+    if stored.status != "pending" and answer.status_code == 503:
+        assert "unchanged" not in answer.json_body["Message"], answer.json_body
+        assert f"may have been marked {ending}" in answer.json_body["Message"]
+    clock.offset = 2 * GRACE + timedelta(seconds=SWEEP_SETTINGS.upload_expires_seconds)
+    _sweep(service, clock)
+    assert status(client, started["upload_id"])["status"] == ending
+    state = _state()
+    assert state.objects == {}
+    assert set(state.items) <= {started["image_id"]}
+    assert state.items.get(started["image_id"], set()) == {
+        (f"UPLOAD#{started['upload_id']}", "META")
+    }
+    assert _sweep(service, clock) == SweepReport(fixed=True, done=True)
