@@ -265,3 +265,92 @@ def test_a_fault_on_the_update_that_ends_an_upload_is_answered_truly_and_converg
         (f"UPLOAD#{started['upload_id']}", "META")
     }
     assert _sweep(service, clock) == SweepReport(fixed=True, done=True)
+
+
+# --- faults in the sweep ---------------------------------------------------------------
+
+# Every call the sweep makes, its own (the cursor's GetItem and DeleteItem too) and
+# those of finishing an upload through ingest, with how many times it is made over the
+# leftovers below: a fault on the first call, and on the second where there is one.
+SWEEP_CALLS: dict[tuple[str, str], int] = {
+    ("s3", "ListObjectsV2"): 3,
+    ("s3", "HeadObject"): 6,
+    ("s3", "DeleteObject"): 14,
+    ("s3", "GetObject"): 1,
+    ("s3", "PutObject"): 2,
+    ("dynamodb", "GetItem"): 25,
+    ("dynamodb", "Scan"): 1,
+    ("dynamodb", "TransactWriteItems"): 3,
+    ("dynamodb", "UpdateItem"): 2,
+    ("dynamodb", "DeleteItem"): 1,
+}
+SWEEP_FAULTS = [
+    pytest.param(call, skip, id=f"{call[1]}-{'first' if skip == 0 else 'second'} call")
+    for call, count in SWEEP_CALLS.items()
+    for skip in range(min(count, 2))
+]
+
+
+def _every_kind_of_leftover(client: Client, clock: MovingClock) -> dict[str, str]:
+    """One leftover of each kind ``tests/unit/test_sweep.py`` knows; returns the
+    upload ids whose end the sweep decides, with the status each must end in."""
+    from tests.unit.test_sweep import LEFTOVERS
+
+    endings = {}
+    for make in LEFTOVERS.values():
+        leftover = make(client, clock)
+        for upload_id in leftover.expected.get("unfinished_uploads", []):
+            endings[upload_id] = "ready"
+        for upload_id in leftover.expected.get("expired_uploads", []):
+            endings[upload_id] = "expired"
+    return endings
+
+
+def _assert_nothing_left_behind(client: Client, endings: dict[str, str]) -> None:
+    """Every object is named by an image record, every item carrying an image id is
+    its image's or an upload's, and each upload ended as it must."""
+    state = _state()
+    named = set()
+    for image_id, item in state.image_items.items():
+        named |= {item["s3_key"], *(rendition["s3_key"] for rendition in item["renditions"])}
+        assert client.http.get(f"/images/{image_id}").status_code == 200
+    assert set(state.objects) <= named
+    for image_id, keys in state.items.items():
+        if image_id not in state.image_items:
+            assert all(pk.startswith("UPLOAD#") for pk, _ in keys), keys
+    for upload_id, ending in endings.items():
+        assert status(client, upload_id)["status"] == ending
+
+
+@pytest.mark.parametrize("kind", ["crash", "answer lost"])
+@pytest.mark.parametrize(("call", "skip"), SWEEP_FAULTS)
+def test_a_fault_in_the_sweep_is_made_good_by_the_next_sweep(
+    call: tuple[str, str],
+    skip: int,
+    kind: Kind,
+    client: Client,
+    aws_clients: AwsClients,
+    service: ImageService,
+    clock: MovingClock,
+    uploader: ThreadPoolExecutor,
+) -> None:
+    endings = _every_kind_of_leftover(client, clock)
+    clock.offset = timedelta(seconds=SWEEP_SETTINGS.upload_expires_seconds) + 2 * GRACE
+    service_name, operation = call
+    target = aws_clients.s3 if service_name == "s3" else aws_clients.dynamodb
+    after_call = kind == "answer lost"
+    injection = inject(target, operation, _error(kind), after_call=after_call, skip=skip, times=1)
+
+    try:  # as scheduled (resumable: the cursor is read and cleared), to the end
+        Sweep(service, fix=True, grace=GRACE, clock=clock).run(max_slices=None, resume=True)
+    except Exception as error:  # the schedule runs it again
+        assert isinstance(error, Crash | ReadTimeoutError), error
+    drained(uploader)
+    injection.remove()
+
+    assert len(injection.calls) > skip, "the fault was never reached"
+
+    recovered = _sweep(service, clock)
+    assert recovered.done
+    _assert_nothing_left_behind(client, endings)
+    assert _sweep(service, clock) == SweepReport(fixed=True, done=True)
