@@ -34,7 +34,14 @@ from chalicelib import ingest
 from chalicelib.service import AwsClients, ImageService
 from chalicelib.sweep import Sweep, SweepReport
 from tests.faults import drained, inject_on_key
-from tests.invariants import Injection, Snapshot, complete_problems, inject, snapshot
+from tests.invariants import (
+    Injection,
+    Snapshot,
+    client_error,
+    complete_problems,
+    inject,
+    snapshot,
+)
 from tests.unit.conftest import BUCKET, SETTINGS, TABLE, create_resources
 from tests.unit.uploading import MovingClock, complete, post_bytes, s3_event, start_upload, status
 
@@ -204,7 +211,7 @@ def test_a_fault_at_any_step_of_an_upload_leaves_one_image_or_nothing_and_the_sw
 ) -> None:
     started = start_upload(client)
     post_bytes(started)
-    injection = _inject(aws_clients, *step, kind)
+    injection = _inject(aws_clients, step[0], step[1], kind, step[2])
 
     answer = None
     if entry == "complete":
@@ -354,3 +361,60 @@ def test_a_fault_in_the_sweep_is_made_good_by_the_next_sweep(
     assert recovered.done
     _assert_nothing_left_behind(client, endings)
     assert _sweep(service, clock) == SweepReport(fixed=True, done=True)
+
+
+# --- a fault in one ingest while another ingest of the same upload commits --------------
+
+
+@pytest.mark.parametrize("failing", ["PutObject", "TransactWriteItems"])
+def test_a_failing_ingest_never_deletes_the_objects_a_concurrent_ingest_committed(
+    failing: str,
+    client: Client,
+    aws_clients: AwsClients,
+    service: ImageService,
+    clock: MovingClock,
+) -> None:
+    """The S3 event and ``complete`` ingest the same upload at once: the same bytes,
+    the same keys. The event's ingest commits while ``complete``'s fails (its rendition
+    put, or its transaction answered with an error); the failing one must not delete
+    the objects the committed image names."""
+    started = start_upload(client)
+    post_bytes(started)
+    s3, dynamodb = aws_clients.s3, aws_clients.dynamodb
+    competitor: list[Any] = []
+
+    def commit_the_competitor_then_fail() -> Exception:
+        """Runs at the failing call of ``complete``'s ingest: the event's whole ingest
+        first (once), then the failure."""
+        if not competitor:
+            competitor.append(None)
+            upload = service.metadata.get_upload(started["upload_id"])
+            assert upload is not None
+            competitor.append(service.uploads.finish(upload))
+        client_for = s3 if failing == "PutObject" else dynamodb
+        code = "InternalError" if failing == "PutObject" else "InternalServerError"
+        return client_error(client_for, code, failing)
+
+    if failing == "PutObject":
+        injection = inject_on_key(
+            s3,
+            "PutObject",
+            lambda key: key.startswith("renditions/") and not competitor,
+            commit_the_competitor_then_fail,
+        )
+    else:
+        injection = inject(dynamodb, "TransactWriteItems", commit_the_competitor_then_fail, times=1)
+
+    answer = complete(client, started["upload_id"])
+    injection.remove()
+
+    assert competitor[-1].created  # the event's ingest committed the image
+    body = status(client, started["upload_id"])
+    assert body["status"] == "ready"
+    record = body["image"]
+    state = _state()
+    assert complete_problems(state, record, _items(record, started["upload_id"])) == []
+    assert set(state.objects) == _object_keys(record)
+    assert answer.status_code in (200, 201, 503), answer.body
+    if answer.status_code == 503:
+        assert "not saved" not in answer.json_body["Message"], answer.json_body
