@@ -215,7 +215,9 @@ class Fault:
                 if self.cancellation:
                     extra["CancellationReasons"] = [{"Code": code} for code in self.cancellation]
                 return client_error(client, self.error, self.operation, **extra)
-            return self.error(endpoint_url="http://injected.invalid")
+            no_answer: Any = self.error
+            exception: Exception = no_answer(endpoint_url="http://injected.invalid")
+            return exception
 
         if self.key_prefix is not None:
             prefix = self.key_prefix
@@ -589,7 +591,7 @@ def test_upload_fault_leaves_a_complete_image_or_nothing(
         injection.remove()  # the sweep below uses the same clients
 
     assert response.status_code == case.status, response.body
-    image_ids = written.image_ids() or [None]
+    image_ids: list[str | None] = [*written.image_ids()] or [None]
     if case.message is not None:
         assert response.json_body == {
             "Code": CODES[case.status],
@@ -598,7 +600,7 @@ def test_upload_fault_leaves_a_complete_image_or_nothing(
     stored = {params["Key"] for params in keys.params}
     assert len(stored) == 2  # the original and its one rendition (the image is 32 px)
     if case.outcome == "complete":
-        record = response.json_body if case.status == 201 else _record_of(client, image_ids[0])
+        record = response.json_body if case.status == 201 else _record_of(client, str(image_ids[0]))
         _assert_complete(client, service, written, record)
     elif case.outcome == "nothing":
         _assert_nothing()
@@ -778,7 +780,7 @@ def test_error_answers_only_inside_the_retry_loop_are_not_saved(
 # --- retries and timeouts ---------------------------------------------------------------
 
 
-def test_clients_use_standard_retries_and_explicit_timeouts(aws: None):
+def test_clients_use_standard_retries_and_explicit_timeouts(aws: None) -> None:
     settings = replace(SETTINGS, s3_path_style=True, s3_public_endpoint_url="http://s3.example")
 
     clients = AwsClients.from_settings(settings)
@@ -799,7 +801,7 @@ def test_clients_use_standard_retries_and_explicit_timeouts(aws: None):
 
 def test_a_dropped_connection_is_retried_with_the_same_transaction_token(
     client: Client, aws_clients: AwsClients, written: WrittenKeys, service: ImageService
-):
+) -> None:
     attempts = fail_attempts(
         aws_clients.dynamodb,
         "TransactWriteItems",
@@ -818,7 +820,7 @@ def test_a_dropped_connection_is_retried_with_the_same_transaction_token(
 
 def test_connection_errors_that_outlast_the_retries_are_a_503_and_save_nothing(
     client: Client, aws_clients: AwsClients
-):
+) -> None:
     attempts = fail_attempts(
         aws_clients.s3,
         "PutObject",
@@ -844,7 +846,7 @@ def test_connection_errors_that_outlast_the_retries_are_a_503_and_save_nothing(
 )
 def test_reads_that_dynamodb_fails_are_a_503_naming_the_step(
     client: Client, aws_clients: AwsClients, path: str, operation: str, step: str
-):
+) -> None:
     record = post_json(client, _upload_body()).json_body
     Fault("dynamodb", operation, "ProvisionedThroughputExceededException").apply(aws_clients)
 
@@ -932,7 +934,7 @@ def test_objects_younger_than_the_grace_period_are_not_orphans(
 
 def test_a_membership_of_a_live_image_is_never_deleted_as_an_orphan(
     client: Client, aws_clients: AwsClients, service: ImageService
-):
+) -> None:
     record = upload(client, tags=["a"])
     membership = {
         "pk": "TAG#a",
@@ -946,7 +948,7 @@ def test_a_membership_of_a_live_image_is_never_deleted_as_an_orphan(
 
 def test_delete_transaction_checks_the_owner_in_dynamodb(
     client: Client, aws_clients: AwsClients, service: ImageService
-):
+) -> None:
     record = service.get_image(upload(client, tags=["a"])["image_id"])
 
     with pytest.raises(NotOwnerError):
