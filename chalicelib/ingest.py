@@ -28,7 +28,9 @@ Failures (SPEC, *Consistency*):
 - a check or processing failure: nothing was written; the error is the client's 4xx;
 - an S3 failure while storing: the objects already written (or maybe written) are
   deleted, and the image was not saved (a put that lands after its delete is an orphan
-  the sweep removes: bytes without a record are invisible);
+  the sweep removes: bytes without a record are invisible); for a direct upload, only
+  objects no other ingest of the upload may commit (``Ingest._discard``: kept while the
+  upload is pending; once another ingest made it ready, its record is the answer);
 - the transaction's answer lost (``OutcomeUnknownError``): the objects stay, the same
   transaction is driven once more (its conditions make that safe: if the first one
   committed, the second finds the items and the image is known saved), then a
@@ -36,7 +38,8 @@ Failures (SPEC, *Consistency*):
   and names the id to check, and nothing is undone: a late commit makes the image
   complete, and otherwise the sweep removes the objects (or, for a direct upload,
   the next event, ``complete`` or the sweep finishes it);
-- an error answer from DynamoDB: nothing was committed; the objects are deleted.
+- an error answer from DynamoDB: nothing was committed; the objects are deleted (as
+  for an S3 failure, ``Ingest._discard``).
 """
 
 from __future__ import annotations
@@ -182,7 +185,9 @@ class Ingest:
         record, objects = self._plan(request, image_id, processed, known)
         if source is not None and processed.original is request.data:
             objects[0] = replace(objects[0], copy_of=source)
-        self._store(record, objects)
+        committed = self._store(record, objects, upload_id)
+        if committed is not None:  # another ingest of the upload committed meanwhile
+            return Ingested(committed, created=False)
         return self._commit(record, upload_id)
 
     def _plan(
@@ -241,8 +246,12 @@ class Ingest:
         )
         return record, objects
 
-    def _store(self, record: ImageRecord, objects: list[_Object]) -> None:
-        """Put every object; on any failure delete them all and raise.
+    def _store(
+        self, record: ImageRecord, objects: list[_Object], upload_id: str | None
+    ) -> ImageRecord | None:
+        """Put every object; on any failure delete them all (see :meth:`_discard`) and
+        raise. Returns None, or the record another ingest of ``upload_id`` committed
+        while this one failed.
 
         Raises:
             DependencyError: an S3 put failed; the image was not saved.
@@ -256,12 +265,14 @@ class Ingest:
             except AWS_CALL_FAILURES as exc:
                 failure = failure or exc
         if failure is None:
-            return
+            return None
         logger.warning("ingest %s: S3 put failed", record.image_id, exc_info=failure)
         # A put whose answer was lost may have landed: delete every key, not only those
         # that answered. Bytes without a record are invisible; the sweep removes any
         # that a late put writes after this.
-        self._delete_objects(record.object_keys, f"ingest {record.image_id}")
+        committed = self._discard(record, upload_id)
+        if committed is not None:
+            return committed
         raise DependencyError("s3", "storing the image", failure, "the image was not saved; retry")
 
     def _put(self, item: _Object, sha256_hex: str) -> None:
@@ -286,7 +297,9 @@ class Ingest:
             first_error: Exception = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
         except AWS_CALL_FAILURES as exc:
             logger.warning("ingest %s: commit failed", record.image_id, exc_info=True)
-            self._delete_objects(record.object_keys, f"ingest {record.image_id}")
+            committed = self._discard(record, upload_id)
+            if committed is not None:
+                return Ingested(committed, created=False)
             raise DependencyError("dynamodb", step, exc, "the image was not saved; retry") from exc
         # The first transaction may commit, or have committed: drive the same one again.
         try:
@@ -347,6 +360,39 @@ class Ingest:
             self._delete_objects(stale, f"ingest {record.image_id} (lost the race)")
         # Equal records: this ingest's own transaction committed on an earlier attempt.
         return Ingested(committed, created=committed == record)
+
+    def _discard(self, record: ImageRecord, upload_id: str | None) -> ImageRecord | None:
+        """Delete the objects of this failed ingest, but none that another ingest may
+        commit: the other ingests of a direct upload (the event, ``complete``, the
+        sweep) store the same bytes under the same keys. While the upload is pending
+        (or cannot be read) its objects stay, for the next attempt or the sweep; once
+        it is ready, only the keys its image does not name go, and that image is
+        returned.
+        """
+        keys = record.object_keys
+        if upload_id is not None:
+            try:
+                upload = self.metadata.get_upload(upload_id)
+                ready = upload is not None and upload.status == "ready"
+                committed = self.metadata.get_image(record.image_id) if ready else None
+            except AWS_CALL_FAILURES:
+                logger.warning("ingest %s: objects kept for the sweep", record.image_id)
+                return None
+            if upload is not None and upload.status == "pending":
+                logger.info(
+                    "ingest %s: objects kept: upload %s may commit them",
+                    record.image_id,
+                    upload_id,
+                )
+                return None
+            if committed is not None:
+                kept = set(committed.object_keys)
+                self._delete_objects(
+                    [key for key in keys if key not in kept], f"ingest {record.image_id}"
+                )
+                return committed
+        self._delete_objects(keys, f"ingest {record.image_id}")
+        return None
 
     def _delete_objects(self, keys: list[str], what: str) -> None:
         """Delete ``keys``; a failure is logged, the sweep removes what is left."""

@@ -10,7 +10,8 @@ or one Scan page of at most ``slice_items``):
 - ``uploads``: uploaded objects of no pending upload (``orphan_upload_objects``; fix:
   deleted), and pending uploads whose bytes arrived but were never ingested, a lost
   event or a crash mid-ingest (``unfinished_uploads``; fix: finished through the
-  ingest pipeline, exactly as ``complete`` would).
+  ingest pipeline, exactly as ``complete`` would); one past its expiry by more than
+  the grace period is left to the ``table`` phase, so it is reported once.
 - ``table``: image records whose original is missing (``orphan_records``; fix: the
   record, its tag items and renditions deleted), tag items without their image
   (``orphan_memberships``; fix: deleted, conditionally), pending uploads past their
@@ -44,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.config import Settings
-from chalicelib.errors import ImageNotFoundError, ImageServiceError
+from chalicelib.errors import DependencyError, ImageNotFoundError, ImageServiceError
 from chalicelib.metadata import TableItem, UploadRecord
 from chalicelib.service import ImageService
 from chalicelib.storage import (
@@ -209,6 +210,8 @@ class Sweep:
         upload_id = stored.key[len(UPLOAD_PREFIX) :]
         upload = self.service.metadata.get_upload(upload_id)
         if upload is not None and upload.status == "pending":
+            if self._expired(upload):
+                return  # the table phase finishes it, as one of the expired_uploads
             report.unfinished_uploads.append(upload_id)
             if self.fix:
                 self._finish(upload)
@@ -238,31 +241,45 @@ class Sweep:
         elif item.kind == "membership" and item.image_id is not None:
             if metadata.get_image(item.image_id) is not None:
                 return
+            if self.fix and item.image_id in report.orphan_records:
+                return  # deleted with its orphan record a moment ago (same Scan page)
             membership = {"pk": item.pk, "sk": item.sk, "image_id": item.image_id}
             report.orphan_memberships.append(membership)
             if self.fix and not metadata.delete_orphan_membership(membership):
                 logger.info("tag item %s kept: its image exists now", membership)
         elif item.kind == "upload" and item.upload is not None:
             upload = item.upload
-            expired = self._clock() > parse_timestamp(upload.expires_at) + self.grace
-            if upload.status != "pending" or not expired:
+            if upload.status != "pending" or not self._expired(upload):
                 return
             report.expired_uploads.append(upload.upload_id)
-            if self.fix:
-                self._finish(upload)
+            if self.fix and self._finish(upload):
                 storage.delete(upload_key(upload.upload_id))
 
     # --- helpers ----------------------------------------------------------------------
 
-    def _finish(self, upload: UploadRecord) -> None:
+    def _finish(self, upload: UploadRecord) -> bool:
         """Drive ``upload`` to its end through the same code ``complete`` runs: bytes
-        that arrived in time are ingested, anything else expires or is rejected."""
+        that arrived in time are ingested, anything else expires or is rejected.
+
+        Returns:
+            False when S3 or DynamoDB failed on the way (``DependencyError``): the
+            upload may still be pending with bytes that arrived in time, so its object
+            must stay for the next run; True otherwise.
+        """
         try:
             ingested = self.service.uploads.finish(upload)
+        except DependencyError as exc:
+            logger.warning("upload %s not finished, next run again: %s", upload.upload_id, exc)
+            return False
         except ImageServiceError as exc:
             logger.info("upload %s ended: %s", upload.upload_id, exc)
         else:
             logger.info("upload %s finished as %s", upload.upload_id, ingested.record.image_id)
+        return True
+
+    def _expired(self, upload: UploadRecord) -> bool:
+        """Whether ``upload`` is past its expiry by more than the grace period."""
+        return self._clock() > parse_timestamp(upload.expires_at) + self.grace
 
     def _young(self, moment: datetime) -> bool:
         return self._clock() - moment < self.grace

@@ -37,6 +37,7 @@ from chalicelib.errors import (
     UploadNotReceivedError,
     UploadRejectedError,
     error_code,
+    may_have_taken_effect,
 )
 from chalicelib.ingest import Ingest, Ingested
 from chalicelib.metadata import ImageMetadataStore, ImageRecord, UploadRecord
@@ -280,9 +281,13 @@ class DirectUploads:
         try:
             self.metadata.finish_upload(upload.upload_id, status, body)
         except AWS_CALL_FAILURES as exc:
-            raise DependencyError(
-                "dynamodb", f"marking the upload {status}", exc, "the upload is unchanged; retry"
-            ) from exc
+            outcome = "the upload is unchanged; retry"
+            if may_have_taken_effect(exc):  # the update may have been applied
+                outcome = (
+                    f"the upload may have been marked {status}: "
+                    f"GET /uploads/{upload.upload_id} tells; retry"
+                )
+            raise DependencyError("dynamodb", f"marking the upload {status}", exc, outcome) from exc
         # Whoever won, the item now says how the upload ended.
         return self._get(upload.upload_id)
 

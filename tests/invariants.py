@@ -87,8 +87,8 @@ def snapshot(s3: Any, dynamodb: Any, bucket: str, table: str) -> Snapshot:
                 result.other_items.add(key)
                 continue
             items[item["image_id"]].add(key)
-            if item["sk"] == "META":
-                result.image_items[item["image_id"]] = item
+            if item["sk"] == "META" and str(item["pk"]).startswith("IMAGE#"):
+                result.image_items[item["image_id"]] = item  # not the upload item (UPLOAD#)
     result.items = dict(items)
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for entry in page.get("Contents", []):

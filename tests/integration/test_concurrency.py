@@ -13,8 +13,8 @@ Afterwards, from outside the service:
   items its upload transaction wrote are all there, and its object's bytes have the
   record's SHA-256;
 - every deleted image is fully gone: no item carries its id, no object is left;
-- nothing else is in the bucket or the table, and reconcile (no grace period) finds
-  nothing.
+- nothing else is in the bucket or the table (an image's objects are its original and
+  its renditions), and the sweep (no grace period) finds nothing.
 
 The emulator is the session's moto server, which answers one request at a time because
 moto's own threaded server can undo committed transactions under concurrency (see
@@ -37,8 +37,8 @@ from botocore.config import Config
 
 from chalicelib.errors import ImageServiceError, to_chalice_error
 from chalicelib.metadata import ImageRecord
-from chalicelib.reconcile import reconcile
 from chalicelib.service import ImageService
+from chalicelib.sweep import Sweep
 from scripts.emulator import MotoServer
 from tests.integration.wiring import png, upload_request, wire_service
 from tests.invariants import WrittenKeys, complete_problems, gone_problems, snapshot
@@ -183,10 +183,11 @@ def test_parallel_uploads_and_overlapping_deletes_leave_every_image_complete_or_
     ] + [
         problem
         for record in deleted
-        for problem in gone_problems(state, record.image_id, record.s3_key)
+        for key in record.object_keys
+        for problem in gone_problems(state, record.image_id, key)
     ]
     assert problems == []
     assert set(state.items) == {record.image_id for record in survivors}
-    assert set(state.objects) == {record.s3_key for record in survivors}
+    assert set(state.objects) == {key for record in survivors for key in record.object_keys}
     assert len(survivors) == UPLOADS // 2
-    assert reconcile(service, grace=timedelta(0)).clean
+    assert Sweep(service, fix=False, grace=timedelta(0)).run(max_slices=None, resume=False).clean

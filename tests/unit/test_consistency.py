@@ -1,12 +1,22 @@
-"""Consistency under faults, and the reconcile command.
+"""Consistency under faults, and the sweep over what they leave.
 
 Every upload and delete ends with a complete image or nothing (or, where the design
-accepts it, an invisible orphan object that reconcile reports and ``--fix`` removes), and
-answers with an accurate status and message. Faults are injected into the service's own
-boto3 clients through botocore's event hooks (``tests/invariants.py``) at every step:
-S3 PutObject, the feed-month PutItem, the metadata TransactWriteItems, the compensating
-S3 DeleteObject, the delete's GetItem, TransactWriteItems and S3 DeleteObject; as error
-answers, throttling, and answers lost after the call took effect.
+accepts it, invisible objects that the sweep leaves alone for its grace period and then
+removes), and answers with an accurate status and message: the rules of
+``chalicelib/ingest.py``. An error answer from DynamoDB means not saved (the objects
+are deleted); a lost answer is re-driven, then read back, and else answered as unknown
+("may have been saved as {id}") with the objects kept; any S3 put failure deletes every
+object of the image (original and renditions) and is "not saved".
+
+Faults are injected into the service's own boto3 clients through botocore's event hooks
+(``tests/invariants.py``, ``tests/faults.py``) at every step: S3 PutObject (each
+object), the feed-month PutItem, the metadata TransactWriteItems (each attempt, inside
+the retry loop too), the compensating S3 DeleteObject, the delete's GetItem,
+TransactWriteItems and S3 DeleteObject; as error answers, throttling, and answers lost
+before or after the call took effect. Issue 9's interleavings are replayed exactly: a
+transaction that commits after the service's read timeout (applied by the test before
+the re-drive, before the consistent read, or after the answer), a put whose answer is
+lost, a lost attempt hidden behind a later error answer.
 """
 
 from __future__ import annotations
@@ -14,6 +24,8 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -23,14 +35,23 @@ import pytest
 from botocore.exceptions import ConnectionClosedError, EndpointConnectionError, ReadTimeoutError
 from chalice.test import Client
 
+from chalicelib import ingest
 from chalicelib.errors import NotOwnerError
-from chalicelib.reconcile import ReconcileReport, reconcile
 from chalicelib.service import (
     AWS_CONNECT_TIMEOUT_SECONDS,
     AWS_MAX_ATTEMPTS,
     AWS_READ_TIMEOUT_SECONDS,
     AwsClients,
     ImageService,
+)
+from chalicelib.sweep import Sweep, SweepReport
+from tests.faults import (
+    CapturedCalls,
+    at_call,
+    drained,
+    inject_on_key,
+    lost,
+    script_attempts,
 )
 from tests.invariants import (
     Injection,
@@ -55,7 +76,10 @@ from tests.unit.conftest import (
     upload,
 )
 
-Outcome = Literal["complete", "nothing", "orphan object"]
+Outcome = Literal["complete", "nothing", "orphan objects"]
+
+#: The sweep's grace period in these tests; :func:`_later` is past it for every object.
+GRACE = timedelta(hours=1)
 
 
 @pytest.fixture
@@ -77,27 +101,63 @@ def service(aws_clients: AwsClients, clock: FixedClock) -> ImageService:
     return build_service(aws_clients, clock)
 
 
+@pytest.fixture(autouse=True)
+def uploader(monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadPoolExecutor]:
+    """The ingest's S3 writer pool, this test's own, drained before the state is read
+    (a crashed ingest may leave puts in flight)."""
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="test-store")
+    monkeypatch.setattr(ingest, "_uploader", pool)
+    yield pool
+    pool.shutdown(wait=True)
+
+
+def _later() -> datetime:
+    """A time past the sweep's grace period for every object written by the test."""
+    return datetime.now(UTC) + 2 * GRACE
+
+
+def sweep(service: ImageService, *, fix: bool = False, now: datetime | None = None) -> SweepReport:
+    """The whole sweep (as ``make reconcile`` runs it) at ``now`` (default: past the
+    grace period of everything the test wrote)."""
+    moment = now or _later()
+    return Sweep(service, fix=fix, grace=GRACE, clock=lambda: moment).run(
+        max_slices=None, resume=False
+    )
+
+
 def _state() -> Snapshot:
     """The bucket and table, read through fresh clients (no injected faults)."""
     return snapshot(boto3.client("s3"), boto3.client("dynamodb"), BUCKET, TABLE)
 
 
-def _later() -> datetime:
-    """A time past reconcile's grace period for every object written by the test."""
-    return datetime.now(UTC) + timedelta(hours=1)
+def object_keys(record: dict[str, Any]) -> set[str]:
+    """Every S3 key the API's ``record`` names: the original and each rendition."""
+    return {record["s3_key"], *(rendition["s3_key"] for rendition in record["renditions"])}
+
+
+def without_urls(body: dict[str, Any]) -> dict[str, Any]:
+    """A view's body without the presigned URLs it adds to each rendition."""
+    return {
+        **body,
+        "renditions": [
+            {name: value for name, value in rendition.items() if name != "url"}
+            for rendition in body["renditions"]
+        ],
+    }
 
 
 def _assert_complete(
     client: Client, service: ImageService, written: WrittenKeys, record: dict[str, Any]
 ) -> None:
-    """GET works, and the image item, the items its upload wrote and its bytes are there;
-    reconcile finds nothing."""
+    """GET works; the image item, the items its upload wrote, its original with the
+    right bytes and every rendition are there, and nothing else; the sweep finds nothing."""
     state = _state()
     assert complete_problems(state, record, written.of(record["image_id"])) == []
+    assert set(state.objects) == object_keys(record)
     view = client.http.get(f"/images/{record['image_id']}")
     assert view.status_code == 200
-    assert {name: view.json_body[name] for name in record} == record
-    assert reconcile(service, now=_later()).clean
+    assert without_urls({name: view.json_body[name] for name in record}) == record
+    assert sweep(service).clean
 
 
 def _assert_nothing() -> None:
@@ -115,6 +175,14 @@ def _upload_body() -> dict[str, Any]:
     }
 
 
+def _is_original(key: str) -> bool:
+    return key.startswith("images/")
+
+
+def _is_rendition(key: str) -> bool:
+    return key.startswith("renditions/")
+
+
 # --- fault injection: the cases ---------------------------------------------------------
 
 
@@ -124,7 +192,9 @@ class Fault:
 
     ``error`` is an AWS error code (an error answer; ``cancellation`` gives a
     ``TransactionCanceledException``'s per-item reasons) or a botocore exception class
-    (no answer).
+    (no answer). ``times`` limits how many calls fail (after ``skip``); ``key_prefix``
+    aims an S3 fault at the keys with that prefix only (``images/``: the original,
+    ``renditions/``), whatever order the concurrent puts run in.
     """
 
     service: Literal["s3", "dynamodb"]
@@ -132,7 +202,9 @@ class Fault:
     error: str | type[Exception]
     after_call: bool = False
     skip: int = 0
+    times: int | None = None
     cancellation: tuple[str, ...] = ()
+    key_prefix: str | None = None
 
     def apply(self, clients: AwsClients) -> Injection:
         client = clients.s3 if self.service == "s3" else clients.dynamodb
@@ -143,9 +215,27 @@ class Fault:
                 if self.cancellation:
                     extra["CancellationReasons"] = [{"Code": code} for code in self.cancellation]
                 return client_error(client, self.error, self.operation, **extra)
-            return self.error(endpoint_url="http://injected.invalid")
+            no_answer: Any = self.error
+            exception: Exception = no_answer(endpoint_url="http://injected.invalid")
+            return exception
 
-        return inject(client, self.operation, build, after_call=self.after_call, skip=self.skip)
+        if self.key_prefix is not None:
+            prefix = self.key_prefix
+            return inject_on_key(
+                client,
+                self.operation,
+                lambda key: key.startswith(prefix),
+                build,
+                after_call=self.after_call,
+            )
+        return inject(
+            client,
+            self.operation,
+            build,
+            after_call=self.after_call,
+            skip=self.skip,
+            times=self.times,
+        )
 
 
 @dataclass(frozen=True)
@@ -159,11 +249,16 @@ class Case:
 
 
 NOT_SAVED = "the image was not saved; retry"
+MAY_BE_SAVED = (
+    "the image may have been saved as {id}: GET /images/{id} tells; "
+    "it becomes complete or is removed on its own"
+)
 S3_PUT = "s3: storing the image failed"
 DDB_PUT = "dynamodb: saving the image's metadata failed"
 THROTTLED_CANCEL = ("ThrottlingError", "None", "None", "None")
 CONDITION_FAILED = ("ConditionalCheckFailed", "None", "None", "None")
 CODES = {409: "ConflictError", 404: "NotFoundError", 503: "ServiceUnavailableError"}
+TWI = "TransactWriteItems"
 
 UPLOAD_CASES: dict[str, Case] = {
     "s3 put error": Case(
@@ -184,20 +279,67 @@ UPLOAD_CASES: dict[str, Case] = {
         f"{S3_PUT} (EndpointConnectionError); {NOT_SAVED}",
         "nothing",
     ),
+    "s3 put of the original fails, the rendition's lands": Case(
+        (Fault("s3", "PutObject", "InternalError", key_prefix="images/"),),
+        503,
+        f"{S3_PUT} (InternalError); {NOT_SAVED}",
+        "nothing",
+    ),
+    "s3 put of the rendition fails, the original's lands": Case(
+        (Fault("s3", "PutObject", "InternalError", key_prefix="renditions/"),),
+        503,
+        f"{S3_PUT} (InternalError); {NOT_SAVED}",
+        "nothing",
+    ),
+    # Issue 9: a put whose answer is lost may have landed; it must not stay behind.
+    "s3 put answer lost": Case(
+        (Fault("s3", "PutObject", ReadTimeoutError, after_call=True),),
+        503,
+        f"{S3_PUT} (ReadTimeoutError); {NOT_SAVED}",
+        "nothing",
+    ),
+    "s3 put answer lost for the original only": Case(
+        (Fault("s3", "PutObject", ReadTimeoutError, after_call=True, key_prefix="images/"),),
+        503,
+        f"{S3_PUT} (ReadTimeoutError); {NOT_SAVED}",
+        "nothing",
+    ),
+    "s3 put answer lost for the rendition only": Case(
+        (Fault("s3", "PutObject", ReadTimeoutError, after_call=True, key_prefix="renditions/"),),
+        503,
+        f"{S3_PUT} (ReadTimeoutError); {NOT_SAVED}",
+        "nothing",
+    ),
+    "s3 put answer lost, undo fails too": Case(
+        (
+            Fault("s3", "PutObject", ReadTimeoutError, after_call=True),
+            Fault("s3", "DeleteObject", "InternalError"),
+        ),
+        503,
+        f"{S3_PUT} (ReadTimeoutError); {NOT_SAVED}",
+        "orphan objects",
+    ),
     "month marker put error": Case(
         (Fault("dynamodb", "PutItem", "InternalServerError"),),
         503,
         f"{DDB_PUT} (InternalServerError); {NOT_SAVED}",
         "nothing",
     ),
+    # The marker is not the image: its lost answer leaves the transaction unsent.
+    "month marker put unanswered": Case(
+        (Fault("dynamodb", "PutItem", ReadTimeoutError, after_call=True),),
+        503,
+        f"{DDB_PUT} (ReadTimeoutError); {NOT_SAVED}",
+        "nothing",
+    ),
     "transaction error": Case(
-        (Fault("dynamodb", "TransactWriteItems", "InternalServerError"),),
+        (Fault("dynamodb", TWI, "InternalServerError"),),
         503,
         f"{DDB_PUT} (InternalServerError); {NOT_SAVED}",
         "nothing",
     ),
     "transaction throttled": Case(
-        (Fault("dynamodb", "TransactWriteItems", "ProvisionedThroughputExceededException"),),
+        (Fault("dynamodb", TWI, "ProvisionedThroughputExceededException"),),
         503,
         f"{DDB_PUT} (ProvisionedThroughputExceededException, throttled); {NOT_SAVED}",
         "nothing",
@@ -206,7 +348,7 @@ UPLOAD_CASES: dict[str, Case] = {
         (
             Fault(
                 "dynamodb",
-                "TransactWriteItems",
+                TWI,
                 "TransactionCanceledException",
                 cancellation=THROTTLED_CANCEL,
             ),
@@ -217,21 +359,52 @@ UPLOAD_CASES: dict[str, Case] = {
     ),
     "transaction error, undo fails too": Case(
         (
-            Fault("dynamodb", "TransactWriteItems", "InternalServerError"),
+            Fault("dynamodb", TWI, "InternalServerError"),
             Fault("s3", "DeleteObject", "InternalError"),
         ),
         503,
         f"{DDB_PUT} (InternalServerError); {NOT_SAVED}",
-        "orphan object",
+        "orphan objects",
     ),
-    "transaction unanswered, not applied": Case(
-        (Fault("dynamodb", "TransactWriteItems", ReadTimeoutError),),
+    "transaction unanswered once, not applied: the re-drive commits": Case(
+        (Fault("dynamodb", TWI, ReadTimeoutError, times=1),),
+        201,
+        None,
+        "complete",
+    ),
+    "transaction unanswered every time, not applied": Case(
+        (Fault("dynamodb", TWI, ReadTimeoutError),),
         503,
-        f"{DDB_PUT} (ReadTimeoutError); {NOT_SAVED}",
-        "nothing",
+        f"{DDB_PUT} (ReadTimeoutError); {MAY_BE_SAVED}",
+        "orphan objects",
     ),
     "transaction unanswered, applied": Case(
-        (Fault("dynamodb", "TransactWriteItems", ReadTimeoutError, after_call=True),),
+        (Fault("dynamodb", TWI, ReadTimeoutError, after_call=True),),
+        201,
+        None,
+        "complete",
+    ),
+    "transaction unanswered once, applied": Case(
+        (Fault("dynamodb", TWI, ReadTimeoutError, after_call=True, times=1),),
+        201,
+        None,
+        "complete",
+    ),
+    "transaction unanswered, the re-drive answered with an error": Case(
+        (
+            # (The first hook raises on call 1: the second sees the re-drive first.)
+            Fault("dynamodb", TWI, ReadTimeoutError, times=1),
+            Fault("dynamodb", TWI, "InternalServerError"),
+        ),
+        503,
+        f"{DDB_PUT} (ReadTimeoutError); {MAY_BE_SAVED}",
+        "orphan objects",
+    ),
+    "transaction unanswered, applied, the re-drive answered with an error": Case(
+        (
+            Fault("dynamodb", TWI, ReadTimeoutError, after_call=True, times=1),
+            Fault("dynamodb", TWI, "InternalServerError", skip=1),
+        ),
         201,
         None,
         "complete",
@@ -240,7 +413,7 @@ UPLOAD_CASES: dict[str, Case] = {
         (
             Fault(
                 "dynamodb",
-                "TransactWriteItems",
+                TWI,
                 "TransactionCanceledException",
                 after_call=True,
                 cancellation=CONDITION_FAILED,
@@ -254,24 +427,32 @@ UPLOAD_CASES: dict[str, Case] = {
         (
             Fault(
                 "dynamodb",
-                "TransactWriteItems",
+                TWI,
                 "TransactionCanceledException",
                 cancellation=CONDITION_FAILED,
             ),
         ),
         409,
-        "image_id: {id} already exists",
+        "image_id: {id} was deleted meanwhile",
         "nothing",
     ),
     "transaction unanswered, check fails": Case(
         (
-            Fault("dynamodb", "TransactWriteItems", ReadTimeoutError),
+            Fault("dynamodb", TWI, ReadTimeoutError),
             Fault("dynamodb", "GetItem", ReadTimeoutError),
         ),
         503,
-        f"{DDB_PUT} (ReadTimeoutError); the image may have been saved as {{id}}: "
-        "GET /images/{id} tells (404: retry)",
-        "orphan object",
+        f"{DDB_PUT} (ReadTimeoutError); {MAY_BE_SAVED}",
+        "orphan objects",
+    ),
+    "transaction unanswered, applied, check fails": Case(
+        (
+            Fault("dynamodb", TWI, ReadTimeoutError, after_call=True),
+            Fault("dynamodb", "GetItem", ReadTimeoutError),
+        ),
+        503,
+        f"{DDB_PUT} (ReadTimeoutError); {MAY_BE_SAVED}",
+        "complete",
     ),
 }
 
@@ -294,7 +475,7 @@ DELETE_CASES: dict[str, Case] = {
         "complete",
     ),
     "transaction error": Case(
-        (Fault("dynamodb", "TransactWriteItems", "InternalServerError"),),
+        (Fault("dynamodb", TWI, "InternalServerError"),),
         503,
         f"{DDB_DELETE} (InternalServerError); {NOT_DELETED}",
         "complete",
@@ -303,7 +484,7 @@ DELETE_CASES: dict[str, Case] = {
         (
             Fault(
                 "dynamodb",
-                "TransactWriteItems",
+                TWI,
                 "TransactionCanceledException",
                 cancellation=THROTTLED_CANCEL,
             ),
@@ -316,7 +497,7 @@ DELETE_CASES: dict[str, Case] = {
         (
             Fault(
                 "dynamodb",
-                "TransactWriteItems",
+                TWI,
                 "TransactionCanceledException",
                 cancellation=("TransactionConflict", "None", "None", "None"),
             ),
@@ -326,13 +507,13 @@ DELETE_CASES: dict[str, Case] = {
         "complete",
     ),
     "transaction unanswered, not applied": Case(
-        (Fault("dynamodb", "TransactWriteItems", ReadTimeoutError),),
+        (Fault("dynamodb", TWI, ReadTimeoutError),),
         503,
         f"{DDB_DELETE} (ReadTimeoutError); {NOT_DELETED}",
         "complete",
     ),
     "transaction unanswered, applied": Case(
-        (Fault("dynamodb", "TransactWriteItems", ReadTimeoutError, after_call=True),),
+        (Fault("dynamodb", TWI, ReadTimeoutError, after_call=True),),
         200,
         None,
         "nothing",
@@ -341,7 +522,7 @@ DELETE_CASES: dict[str, Case] = {
         (
             Fault(
                 "dynamodb",
-                "TransactWriteItems",
+                TWI,
                 "TransactionCanceledException",
                 after_call=True,
                 cancellation=CONDITION_FAILED,
@@ -353,7 +534,7 @@ DELETE_CASES: dict[str, Case] = {
     ),
     "transaction unanswered, check fails": Case(
         (
-            Fault("dynamodb", "TransactWriteItems", ReadTimeoutError),
+            Fault("dynamodb", TWI, ReadTimeoutError),
             Fault("dynamodb", "GetItem", ReadTimeoutError, skip=1),
         ),
         503,
@@ -362,67 +543,88 @@ DELETE_CASES: dict[str, Case] = {
         "complete",
     ),
     "s3 delete error": Case(
-        (Fault("s3", "DeleteObject", "InternalError"),), 200, None, "orphan object"
+        (Fault("s3", "DeleteObject", "InternalError"),), 200, None, "orphan objects"
     ),
     "s3 delete throttled": Case(
-        (Fault("s3", "DeleteObject", "SlowDown"),), 200, None, "orphan object"
+        (Fault("s3", "DeleteObject", "SlowDown"),), 200, None, "orphan objects"
     ),
 }
 
 
-def _assert_orphan_object_then_fix(service: ImageService, s3_key: str) -> None:
-    """Only the object at ``s3_key`` is left: invisible, not an orphan yet within the
-    grace period, reported after it, and removed by ``--fix``."""
+def _assert_orphan_objects_then_swept(service: ImageService, keys: set[str]) -> None:
+    """Only the objects ``keys`` are left: invisible, untouched within the grace period,
+    reported after it, and removed by a fixing sweep; a second sweep is clean."""
     state = _state()
     assert state.items == {}
-    assert list(state.objects) == [s3_key]
-    assert reconcile(service).clean
-    assert reconcile(service, now=_later()) == ReconcileReport(orphan_objects=[s3_key])
-    assert reconcile(service, fix=True, now=_later()).orphan_objects == [s3_key]
+    assert set(state.objects) == keys
+    assert sweep(service, fix=True, now=datetime.now(UTC)).clean
+    assert set(_state().objects) == keys
+    assert sweep(service) == SweepReport(orphan_objects=sorted(keys), done=True)
+    assert sweep(service, fix=True).orphan_objects == sorted(keys)
     _assert_nothing()
-    assert reconcile(service, now=_later()).clean
+    assert sweep(service, fix=True).clean
+
+
+def _record_of(client: Client, image_id: str) -> dict[str, Any]:
+    """The record ``GET /images/{image_id}`` shows, as ``POST /images`` returns it."""
+    view = client.http.get(f"/images/{image_id}?metadata_only=true")
+    assert view.status_code == 200, view.body
+    body: dict[str, Any] = view.json_body
+    return body
 
 
 @pytest.mark.parametrize("case", UPLOAD_CASES.values(), ids=UPLOAD_CASES.keys())
 def test_upload_fault_leaves_a_complete_image_or_nothing(
-    case: Case, client: Client, aws_clients: AwsClients, written: WrittenKeys, service
-):
+    case: Case,
+    client: Client,
+    aws_clients: AwsClients,
+    written: WrittenKeys,
+    service: ImageService,
+    uploader: ThreadPoolExecutor,
+) -> None:
+    keys = CapturedCalls(aws_clients.s3, "PutObject")
     injections = [fault.apply(aws_clients) for fault in case.faults]
 
     response = post_json(client, _upload_body())
+    drained(uploader)
     for injection in injections:
-        injection.remove()  # reconcile below uses the same clients
+        injection.remove()  # the sweep below uses the same clients
 
     assert response.status_code == case.status, response.body
-    image_ids = written.image_ids() or [None]
+    image_ids: list[str | None] = [*written.image_ids()] or [None]
     if case.message is not None:
         assert response.json_body == {
             "Code": CODES[case.status],
             "Message": case.message.format(id=image_ids[0]),
         }
+    stored = {params["Key"] for params in keys.params}
+    assert len(stored) == 2  # the original and its one rendition (the image is 32 px)
     if case.outcome == "complete":
-        _assert_complete(client, service, written, response.json_body)
+        record = response.json_body if case.status == 201 else _record_of(client, str(image_ids[0]))
+        _assert_complete(client, service, written, record)
     elif case.outcome == "nothing":
         _assert_nothing()
-        assert reconcile(service, now=_later()).clean
+        assert sweep(service).clean
     else:
-        state = _state()
-        (s3_key,) = state.objects
         if image_ids[0] is not None:
             assert client.http.get(f"/images/{image_ids[0]}").status_code == 404
-        _assert_orphan_object_then_fix(service, s3_key)
+        _assert_orphan_objects_then_swept(service, stored)
 
 
 @pytest.mark.parametrize("case", DELETE_CASES.values(), ids=DELETE_CASES.keys())
 def test_delete_fault_leaves_a_complete_image_or_nothing(
-    case: Case, client: Client, aws_clients: AwsClients, written: WrittenKeys, service
-):
+    case: Case,
+    client: Client,
+    aws_clients: AwsClients,
+    written: WrittenKeys,
+    service: ImageService,
+) -> None:
     record = upload(client, tags=["a", "b"])
     injections = [fault.apply(aws_clients) for fault in case.faults]
 
     response = client.http.delete(f"/images/{record['image_id']}", headers={"X-User-Id": "alice"})
     for injection in injections:
-        injection.remove()  # reconcile below uses the same clients
+        injection.remove()  # the sweep below uses the same clients
 
     assert response.status_code == case.status, response.body
     if case.message is None:
@@ -437,15 +639,148 @@ def test_delete_fault_leaves_a_complete_image_or_nothing(
     assert gone_problems(_state(), record["image_id"], None) == []
     if case.outcome == "nothing":
         _assert_nothing()
-        assert reconcile(service, now=_later()).clean
+        assert sweep(service).clean
     else:
-        _assert_orphan_object_then_fix(service, record["s3_key"])
+        _assert_orphan_objects_then_swept(service, object_keys(record))
+
+
+# --- issue 9: a transaction that commits after the read timeout -------------------------
+
+Moment = Literal["before the re-drive", "before the consistent read", "after the answer"]
+
+
+@pytest.mark.parametrize(
+    "moment", ["before the re-drive", "before the consistent read", "after the answer"]
+)
+def test_a_transaction_that_commits_after_the_read_timeout_is_never_answered_not_saved(
+    moment: Moment,
+    client: Client,
+    aws_clients: AwsClients,
+    written: WrittenKeys,
+    service: ImageService,
+) -> None:
+    """The first TransactWriteItems loses its answer without being applied; DynamoDB
+    applies it later, at ``moment``. Whatever the moment, the answer is true, no byte of
+    the image is deleted, and the image ends complete."""
+    dynamodb = aws_clients.dynamodb
+    transactions = CapturedCalls(dynamodb, TWI)
+    # Lost answers: the first call; with a later commit, the re-drive too.
+    inject(dynamodb, TWI, lost, times=1 if moment == "before the re-drive" else 2)
+    if moment == "before the re-drive":
+        at_call(dynamodb, TWI, 1, lambda: transactions.apply(0))
+    elif moment == "before the consistent read":
+        at_call(dynamodb, "GetItem", 0, lambda: transactions.apply(0))
+
+    response = post_json(client, _upload_body())
+
+    (image_id,) = written.image_ids()
+    if moment == "after the answer":
+        assert response.status_code == 503, response.body
+        assert response.json_body["Message"] == (
+            f"{DDB_PUT} (ReadTimeoutError); {MAY_BE_SAVED.format(id=image_id)}"
+        )
+        assert client.http.get(f"/images/{image_id}").status_code == 404
+        kept = set(_state().objects)
+        assert len(kept) == 2  # the bytes stay: the transaction may still commit
+        transactions.apply(0)
+        record = _record_of(client, image_id)
+        assert object_keys(record) == kept
+    else:
+        assert response.status_code == 201, response.body
+        record = response.json_body
+        assert record["image_id"] == image_id
+    _assert_complete(client, service, written, record)
+    assert sweep(service, fix=True).clean
+
+
+def test_a_transaction_that_never_commits_is_answered_unknown_and_swept(
+    client: Client, aws_clients: AwsClients, written: WrittenKeys, service: ImageService
+) -> None:
+    """Both attempts lose their answer, the read finds nothing: the answer says the
+    outcome is unknown and names the id; the objects stay until the grace period ends,
+    then the sweep removes them and nothing is left."""
+    keys = CapturedCalls(aws_clients.s3, "PutObject")
+    inject(aws_clients.dynamodb, TWI, lost, times=2)
+
+    response = post_json(client, _upload_body())
+
+    (image_id,) = written.image_ids()
+    assert response.status_code == 503
+    assert MAY_BE_SAVED.format(id=image_id) in response.json_body["Message"]
+    _assert_orphan_objects_then_swept(service, {params["Key"] for params in keys.params})
+
+
+# --- issue 9: a lost attempt hidden behind a later error answer (botocore's retries) -----
+
+THROTTLED = "ProvisionedThroughputExceededException"
+
+
+def _throttled(dynamodb: Any) -> Any:
+    return lambda: client_error(dynamodb, THROTTLED, TWI)
+
+
+@pytest.mark.parametrize(
+    ("attempts", "status", "outcome"),
+    [
+        # Attempt 1 lost (not applied), the retry answered throttled: the re-drive commits.
+        (["lost", "throttled"], 201, "complete"),
+        # Attempt 1 lost but applied, the retry throttled: the re-drive finds it committed.
+        (["applied, lost", "throttled"], 201, "complete"),
+        # Attempt 1 lost, then error answers only (the re-drive too): unknown, never
+        # "not saved" (the first attempt may still commit).
+        (["lost", "throttled", "throttled"], 503, "orphan objects"),
+        # Attempt 1 lost but applied, then error answers only: the consistent read finds it.
+        (["applied, lost", "throttled", "throttled"], 201, "complete"),
+    ],
+    ids=["lost-throttled", "applied-throttled", "lost-errors-only", "applied-errors-only"],
+)
+def test_a_lost_attempt_behind_an_error_answer_is_not_answered_not_saved(
+    attempts: list[str],
+    status: int,
+    outcome: Outcome,
+    client: Client,
+    aws_clients: AwsClients,
+    written: WrittenKeys,
+    service: ImageService,
+) -> None:
+    dynamodb = aws_clients.dynamodb
+    keys = CapturedCalls(aws_clients.s3, "PutObject")
+    script = [_throttled(dynamodb) if step == "throttled" else step for step in attempts]
+    injection = script_attempts(dynamodb, TWI, script)
+
+    response = post_json(client, _upload_body())
+    injection.remove()
+
+    assert response.status_code == status, response.body
+    (image_id,) = written.image_ids()
+    if outcome == "complete":
+        _assert_complete(client, service, written, response.json_body)
+        return
+    # Never "not saved": the first attempt may still commit.
+    assert response.json_body["Message"] == (
+        f"{DDB_PUT} ({THROTTLED}, throttled); {MAY_BE_SAVED.format(id=image_id)}"
+    )
+    _assert_orphan_objects_then_swept(service, {params["Key"] for params in keys.params})
+
+
+def test_error_answers_only_inside_the_retry_loop_are_not_saved(
+    client: Client, aws_clients: AwsClients, written: WrittenKeys
+) -> None:
+    """Without a lost attempt, error answers prove nothing was applied: not saved."""
+    dynamodb = aws_clients.dynamodb
+    script_attempts(dynamodb, TWI, [_throttled(dynamodb)])
+
+    response = post_json(client, _upload_body())
+
+    assert response.status_code == 503
+    assert response.json_body["Message"] == f"{DDB_PUT} ({THROTTLED}, throttled); {NOT_SAVED}"
+    _assert_nothing()
 
 
 # --- retries and timeouts ---------------------------------------------------------------
 
 
-def test_clients_use_standard_retries_and_explicit_timeouts(aws: None):
+def test_clients_use_standard_retries_and_explicit_timeouts(aws: None) -> None:
     settings = replace(SETTINGS, s3_path_style=True, s3_public_endpoint_url="http://s3.example")
 
     clients = AwsClients.from_settings(settings)
@@ -466,7 +801,7 @@ def test_clients_use_standard_retries_and_explicit_timeouts(aws: None):
 
 def test_a_dropped_connection_is_retried_with_the_same_transaction_token(
     client: Client, aws_clients: AwsClients, written: WrittenKeys, service: ImageService
-):
+) -> None:
     attempts = fail_attempts(
         aws_clients.dynamodb,
         "TransactWriteItems",
@@ -485,7 +820,7 @@ def test_a_dropped_connection_is_retried_with_the_same_transaction_token(
 
 def test_connection_errors_that_outlast_the_retries_are_a_503_and_save_nothing(
     client: Client, aws_clients: AwsClients
-):
+) -> None:
     attempts = fail_attempts(
         aws_clients.s3,
         "PutObject",
@@ -494,7 +829,7 @@ def test_connection_errors_that_outlast_the_retries_are_a_503_and_save_nothing(
 
     response = post_json(client, _upload_body())
 
-    assert len(attempts.calls) == AWS_MAX_ATTEMPTS
+    assert len(attempts.calls) == 2 * AWS_MAX_ATTEMPTS  # the original and its rendition
     assert response.status_code == 503
     assert response.json_body["Message"] == f"{S3_PUT} (ConnectionClosedError); {NOT_SAVED}"
     _assert_nothing()
@@ -511,7 +846,7 @@ def test_connection_errors_that_outlast_the_retries_are_a_503_and_save_nothing(
 )
 def test_reads_that_dynamodb_fails_are_a_503_naming_the_step(
     client: Client, aws_clients: AwsClients, path: str, operation: str, step: str
-):
+) -> None:
     record = post_json(client, _upload_body()).json_body
     Fault("dynamodb", operation, "ProvisionedThroughputExceededException").apply(aws_clients)
 
@@ -525,12 +860,12 @@ def test_reads_that_dynamodb_fails_are_a_503_naming_the_step(
     }
 
 
-# --- reconcile --------------------------------------------------------------------------
+# --- the sweep over what faults leave ----------------------------------------------------
 
 
-def test_reconcile_finds_each_kind_of_orphan_and_fix_removes_exactly_them(
+def test_the_sweep_finds_each_kind_of_orphan_and_fix_removes_exactly_them(
     client: Client, aws_clients: AwsClients, written: WrittenKeys, service: ImageService
-):
+) -> None:
     s3, dynamodb = aws_clients.s3, aws_clients.dynamodb
     kept = upload(client, tags=["a", "b"])
     no_object = upload(client, tags=["a"])
@@ -539,7 +874,7 @@ def test_reconcile_finds_each_kind_of_orphan_and_fix_removes_exactly_them(
     dynamodb.delete_item(
         TableName=TABLE, Key={"pk": {"S": f"IMAGE#{no_image['image_id']}"}, "sk": {"S": "META"}}
     )
-    stray_key = f"images/{uuid.uuid4()}.png"
+    stray_key = f"images/{uuid.uuid4()}/0123456789abcdef.png"
     s3.put_object(Bucket=BUCKET, Key=stray_key, Body=image_bytes())
     stray_id = str(uuid.uuid4())
     stray_membership = {"pk": "TAG#z", "sk": f"2026-01-01T00:00:00.000Z#{stray_id}"}
@@ -549,52 +884,57 @@ def test_reconcile_finds_each_kind_of_orphan_and_fix_removes_exactly_them(
             name: {"S": value} for name, value in {**stray_membership, "image_id": stray_id}.items()
         },
     )
-    memberships = sorted(
-        [
-            {**dict(zip(("pk", "sk"), key, strict=True)), "image_id": no_image["image_id"]}
-            for key in written.of(no_image["image_id"])
-            if key[0].startswith("TAG#")
-        ]
-        + [{**stray_membership, "image_id": stray_id}],
-        key=lambda membership: (membership["pk"], membership["sk"]),
-    )
-    expected = ReconcileReport(
-        orphan_objects=sorted([stray_key, no_image["s3_key"]]),
-        orphan_records=[no_object["image_id"]],
-        orphan_memberships=memberships,
-    )
+    memberships = [
+        {**dict(zip(("pk", "sk"), key, strict=True)), "image_id": no_image["image_id"]}
+        for key in written.of(no_image["image_id"])
+        if key[0].startswith("TAG#")
+    ] + [{**stray_membership, "image_id": stray_id}]
     before = _state()
 
-    dry_run = reconcile(service, now=_later())
+    dry_run = sweep(service)
     unchanged = _state()
-    fixed = reconcile(service, fix=True, now=_later())
+    fixed = sweep(service, fix=True)
     after = _state()
 
-    assert dry_run == expected
+    def by_key(membership: dict[str, str]) -> tuple[str, str]:
+        return membership["pk"], membership["sk"]
+
     assert len(memberships) == 4  # TAG#b, TAG#c, TAG#b+c of the lost image; the stray one
+    for report, fix in ((dry_run, False), (fixed, True)):
+        assert report.fixed is fix
+        assert report.done
+        assert sorted(report.orphan_objects) == sorted([stray_key, *object_keys(no_image)])
+        # The record without its original: its renditions go with it.
+        assert report.orphan_records == [no_object["image_id"]]
+        assert sorted(report.orphan_memberships, key=by_key) == sorted(memberships, key=by_key)
+        assert replace(
+            report, orphan_objects=[], orphan_records=[], orphan_memberships=[]
+        ) == SweepReport(fixed=fix, done=True)
     assert unchanged == before
-    assert fixed == replace(expected, fixed=True)
     assert set(after.items) == {kept["image_id"]}
-    assert list(after.objects) == [kept["s3_key"]]
+    assert set(after.objects) == object_keys(kept)
     assert after.other_items == before.other_items  # feed-month markers are not memberships
     _assert_complete(client, service, written, kept)
     assert client.http.get("/images?tag=b").json_body["items"][0]["image_id"] == kept["image_id"]
-    assert reconcile(service, fix=True, now=_later()).clean
+    assert sweep(service, fix=True).clean
 
 
 def test_objects_younger_than_the_grace_period_are_not_orphans(
     client: Client, aws_clients: AwsClients, service: ImageService
-):
-    aws_clients.s3.put_object(Bucket=BUCKET, Key="images/in-flight.png", Body=b"x")
+) -> None:
+    key = f"images/{uuid.uuid4()}/0123456789abcdef.png"
+    aws_clients.s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
 
-    assert reconcile(service).clean
-    assert reconcile(service, grace=timedelta(0)).orphan_objects == ["images/in-flight.png"]
-    assert reconcile(service, now=_later()).orphan_objects == ["images/in-flight.png"]
+    assert sweep(service, fix=True, now=datetime.now(UTC)).clean
+    assert Sweep(service, fix=False, grace=timedelta(0)).run(None, resume=False).orphan_objects == [
+        key
+    ]
+    assert sweep(service).orphan_objects == [key]
 
 
 def test_a_membership_of_a_live_image_is_never_deleted_as_an_orphan(
     client: Client, aws_clients: AwsClients, service: ImageService
-):
+) -> None:
     record = upload(client, tags=["a"])
     membership = {
         "pk": "TAG#a",
@@ -608,7 +948,7 @@ def test_a_membership_of_a_live_image_is_never_deleted_as_an_orphan(
 
 def test_delete_transaction_checks_the_owner_in_dynamodb(
     client: Client, aws_clients: AwsClients, service: ImageService
-):
+) -> None:
     record = service.get_image(upload(client, tags=["a"])["image_id"])
 
     with pytest.raises(NotOwnerError):
@@ -617,13 +957,11 @@ def test_delete_transaction_checks_the_owner_in_dynamodb(
     assert set(_state().items) == {record.image_id}
 
 
-def test_a_decoder_crash_after_the_put_leaves_nothing(
-    client: Client, monkeypatch: pytest.MonkeyPatch
-):
+def test_a_decoder_crash_leaves_nothing(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     def crash(data: bytes, field_name: str = "file") -> None:
         raise ZeroDivisionError("a bug in the decoder")
 
-    monkeypatch.setattr("chalicelib.service.check_decodes", crash)
+    monkeypatch.setattr("chalicelib.imaging.check_decodes", crash)
 
     response = post_json(client, _upload_body())
 
