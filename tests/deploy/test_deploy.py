@@ -39,8 +39,16 @@ import requests
 
 from chalicelib.auth import issue_token
 from chalicelib.config import JwtSettings
-from chalicelib.schema import table_definition
-from tests.deploy.conftest import INFRA, REGION, Terraform, not_applicable_on_moto
+from chalicelib.schema import TTL_ATTRIBUTE, table_definition
+from chalicelib.storage import KEY_PREFIX, RENDITION_PREFIX, UPLOAD_PREFIX
+from tests.deploy.conftest import (
+    CORS_ORIGINS,
+    INFRA,
+    REGION,
+    SWEEP_GRACE_SECONDS,
+    Terraform,
+    not_applicable_on_moto,
+)
 
 pytestmark = pytest.mark.deploy
 
@@ -61,12 +69,14 @@ EXPECTED_PLAN = {
     "aws_s3_bucket_public_access_block.images",
     "aws_s3_bucket_ownership_controls.images",
     "aws_s3_bucket_server_side_encryption_configuration.images",
-    "aws_s3_bucket_cors_configuration.images",
+    "aws_s3_bucket_cors_configuration.images[0]",
     "aws_s3_bucket_policy.images[0]",
     "aws_s3_bucket_lifecycle_configuration.images",
     "aws_dynamodb_table.metadata",
     "aws_cloudwatch_log_group.api",
     "aws_cloudwatch_log_group.authorizer",
+    "aws_cloudwatch_log_group.upload_handler",
+    "aws_cloudwatch_log_group.sweep",
     "aws_api_gateway_method_settings.throttling",
     "module.api.aws_iam_role.api_handler_role",
     "module.api.aws_iam_role_policy.api_handler_role",
@@ -76,12 +86,25 @@ EXPECTED_PLAN = {
     "module.api.aws_iam_role_policy.jwt_auth_role",
     "module.api.aws_lambda_function.jwt_auth",
     "module.api.aws_lambda_permission.jwt_auth_invoke",
+    "module.api.aws_iam_role.on_upload_created_role",
+    "module.api.aws_iam_role_policy.on_upload_created_role",
+    "module.api.aws_lambda_function.on_upload_created",
+    "module.api.aws_lambda_permission.on_upload_created-s3event",
+    "module.api.aws_s3_bucket_notification.bucket_name_notify",
+    "module.api.aws_iam_role.sweep_role",
+    "module.api.aws_iam_role_policy.sweep_role",
+    "module.api.aws_lambda_function.sweep",
+    "module.api.aws_lambda_permission.sweep-event",
+    "module.api.aws_cloudwatch_event_rule.sweep-event",
+    "module.api.aws_cloudwatch_event_target.sweep-event",
     "module.api.aws_api_gateway_rest_api.rest_api",
     "module.api.aws_api_gateway_deployment.rest_api",
     "module.api.aws_api_gateway_stage.rest_api",
 }
 FUNCTION_NAME = "image-service-localstack"
 AUTHORIZER_NAME = f"{FUNCTION_NAME}-jwt_auth"
+UPLOAD_HANDLER_NAME = f"{FUNCTION_NAME}-on_upload_created"
+SWEEP_NAME = f"{FUNCTION_NAME}-sweep"
 
 
 def client(service: str, endpoint: str) -> Any:
@@ -233,23 +256,109 @@ def test_apply_creates_everything_but_the_rest_api(applied: Terraform) -> None:
     assert created >= applicable, applicable - created
 
 
-def test_bucket_is_private_encrypted_and_allows_browser_get_put(applied: Terraform) -> None:
+def test_bucket_is_private_encrypted_and_allows_browser_get_post(applied: Terraform) -> None:
     s3 = client("s3", applied.moto_endpoint)
     bucket = applied.outputs["bucket_name"]
     block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
     assert all(block.values()) and len(block) == 4
     encryption = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
     assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
-    cors = s3.get_bucket_cors(Bucket=bucket)["CORSRules"][0]
-    assert {"GET", "PUT"} <= set(cors["AllowedMethods"])
+    (cors,) = s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
+    assert sorted(cors["AllowedMethods"]) == ["GET", "HEAD", "POST"]
+    # The same variable as the functions' CORS_ALLOW_ORIGINS.
+    assert sorted(cors["AllowedOrigins"]) == sorted(CORS_ORIGINS)
 
 
 def test_bucket_drops_abandoned_multipart_uploads(applied: Terraform) -> None:
     s3 = client("s3", applied.moto_endpoint)
     bucket = applied.outputs["bucket_name"]
-    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    rule = rules["abort-incomplete-multipart-uploads"]
     assert rule["Status"] == "Enabled"
     assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+
+
+def _planned_output(plan: dict[str, Any], name: str) -> Any:
+    """An output's value in the full plan (a targeted apply leaves some unevaluated)."""
+    return plan["planned_values"]["outputs"][name]["value"]
+
+
+def test_bucket_expires_direct_uploads_left_under_the_upload_prefix(
+    applied: Terraform, plan: dict[str, Any]
+) -> None:
+    s3 = client("s3", applied.moto_endpoint)
+    bucket = applied.outputs["bucket_name"]
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    rule = rules["expire-direct-uploads"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Filter"] == {"Prefix": UPLOAD_PREFIX}
+    # UPLOAD_EXPIRES_SECONDS 3600 rounded up to whole days.
+    assert rule["Expiration"] == {"Days": 1}
+    assert _planned_output(plan, "upload_expiration_days") == 1
+
+
+def test_table_expires_items_by_their_ttl_attribute(applied: Terraform) -> None:
+    dynamodb = client("dynamodb", applied.moto_endpoint)
+    ttl = dynamodb.describe_time_to_live(TableName=applied.outputs["table_name"])
+    assert ttl["TimeToLiveDescription"] == {
+        "TimeToLiveStatus": "ENABLED",
+        "AttributeName": TTL_ATTRIBUTE,
+    }
+
+
+def test_bucket_notifies_the_upload_handler_of_uploads(
+    applied: Terraform, plan: dict[str, Any]
+) -> None:
+    s3 = client("s3", applied.moto_endpoint)
+    lambda_ = client("lambda", applied.moto_endpoint)
+    bucket = applied.outputs["bucket_name"]
+    handler_arn = lambda_.get_function_configuration(FunctionName=UPLOAD_HANDLER_NAME)[
+        "FunctionArn"
+    ]
+    configuration = s3.get_bucket_notification_configuration(Bucket=bucket)
+    (notification,) = configuration["LambdaFunctionConfigurations"]
+    assert notification["LambdaFunctionArn"] == handler_arn
+    assert notification["Events"] == ["s3:ObjectCreated:*"]
+    assert notification["Filter"] == {
+        "Key": {"FilterRules": [{"Name": "prefix", "Value": UPLOAD_PREFIX}]}
+    }
+    assert not configuration.get("QueueConfigurations")
+    assert not configuration.get("TopicConfigurations")
+    assert _planned_output(plan, "upload_handler_function_name") == UPLOAD_HANDLER_NAME
+
+
+def _resource_policy(applied: Terraform, function_name: str) -> list[dict[str, Any]]:
+    policy = client("lambda", applied.moto_endpoint).get_policy(FunctionName=function_name)
+    statements: list[dict[str, Any]] = json.loads(policy["Policy"])["Statement"]
+    return statements
+
+
+def test_only_the_bucket_may_invoke_the_upload_handler(applied: Terraform) -> None:
+    (statement,) = _resource_policy(applied, UPLOAD_HANDLER_NAME)
+    assert statement["Effect"] == "Allow"
+    assert statement["Action"] == "lambda:InvokeFunction"
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    condition = statement["Condition"]
+    assert condition["ArnLike"]["AWS:SourceArn"] == (
+        f"arn:aws:s3:::{applied.outputs['bucket_name']}"
+    )
+    assert condition["StringEquals"]["AWS:SourceAccount"] == "123456789012"
+
+
+def test_the_sweep_runs_hourly_on_its_schedule(applied: Terraform, plan: dict[str, Any]) -> None:
+    events = client("events", applied.moto_endpoint)
+    lambda_ = client("lambda", applied.moto_endpoint)
+    sweep_arn = lambda_.get_function_configuration(FunctionName=SWEEP_NAME)["FunctionArn"]
+    (rule,) = events.list_rules(NamePrefix=SWEEP_NAME)["Rules"]
+    assert rule["Name"] == SWEEP_NAME  # named per stage, not Chalice's bare "sweep-event"
+    assert rule["ScheduleExpression"] == "rate(1 hour)"
+    assert rule["State"] == "ENABLED"
+    (target,) = events.list_targets_by_rule(Rule=SWEEP_NAME)["Targets"]
+    assert target["Arn"] == sweep_arn
+    (statement,) = _resource_policy(applied, SWEEP_NAME)
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Condition"]["ArnLike"]["AWS:SourceArn"] == rule["Arn"]
+    assert _planned_output(plan, "sweep_function_name") == SWEEP_NAME
 
 
 def test_table_is_created_from_the_same_schema(applied: Terraform) -> None:
@@ -303,6 +412,12 @@ def test_function_environment_comes_from_terraform(
     assert env["MAX_IMAGE_BYTES"] == "52428800"
     assert env["MAX_IMAGE_PIXELS"] == "50000000"
     assert env["URL_EXPIRES_SECONDS"] == "900"
+    assert env["MAX_DECODE_BYTES"] == str(256 * 1024 * 1024)
+    assert env["MAX_ANIMATION_FRAMES"] == "300"
+    assert env["RENDITION_SIZES"] == "320,640,1080"
+    assert env["UPLOAD_EXPIRES_SECONDS"] == "3600"
+    assert env["CORS_ALLOW_ORIGINS"] == ",".join(CORS_ORIGINS)
+    assert env["SWEEP_GRACE_SECONDS"] == str(SWEEP_GRACE_SECONDS)
     assert env["AUTH_MODE"] == "jwt"
     assert env["JWT_SECRET"] == applied.env["TF_VAR_jwt_secret"]
     assert (env["JWT_ISSUER"], env["JWT_AUDIENCE"]) == ("image-service", "image-service")
@@ -356,17 +471,108 @@ def test_function_policy_is_least_privilege(applied: Terraform, function: dict[s
     table_actions = {
         "dynamodb:GetItem",
         "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
         "dynamodb:ConditionCheckItem",
         "dynamodb:Query",
         "dynamodb:DescribeTable",
     }
+    objects = {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}
     assert granted == {
         log_arn: {"logs:CreateLogStream", "logs:PutLogEvents"},
         bucket_arn: {"s3:ListBucket"},
-        f"{bucket_arn}/*": {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"},
+        f"{bucket_arn}/{KEY_PREFIX}*": objects,
+        f"{bucket_arn}/{UPLOAD_PREFIX}*": objects,  # the presigned POST is signed with it
+        f"{bucket_arn}/{RENDITION_PREFIX}*": objects,
         table_arn: table_actions,
         f"{table_arn}/index/*": table_actions,
+    }
+
+
+@pytest.fixture(scope="module")
+def upload_handler_function(applied: Terraform) -> dict[str, Any]:
+    """The deployed S3 notification handler's configuration, read back from moto."""
+    config: dict[str, Any] = client("lambda", applied.moto_endpoint).get_function_configuration(
+        FunctionName=UPLOAD_HANDLER_NAME
+    )
+    return config
+
+
+@pytest.fixture(scope="module")
+def sweep_function(applied: Terraform) -> dict[str, Any]:
+    """The deployed sweep's configuration, read back from moto."""
+    config: dict[str, Any] = client("lambda", applied.moto_endpoint).get_function_configuration(
+        FunctionName=SWEEP_NAME
+    )
+    return config
+
+
+def test_event_functions_share_the_code_and_environment(
+    function: dict[str, Any],
+    upload_handler_function: dict[str, Any],
+    sweep_function: dict[str, Any],
+) -> None:
+    for deployed, handler_name in [
+        (upload_handler_function, "app.on_upload_created"),
+        (sweep_function, "app.sweep"),
+    ]:
+        assert deployed["Handler"] == handler_name
+        assert deployed["CodeSha256"] == function["CodeSha256"]
+        assert deployed["Environment"] == function["Environment"]
+        assert deployed["Role"] != function["Role"]  # a role (and policy) of its own
+    assert (upload_handler_function["Timeout"], upload_handler_function["MemorySize"]) == (
+        120,
+        2048,
+    )
+    assert (sweep_function["Timeout"], sweep_function["MemorySize"]) == (300, 512)
+
+
+def test_upload_handler_policy_allows_ingest_only(
+    applied: Terraform, upload_handler_function: dict[str, Any]
+) -> None:
+    granted = _granted(client("iam", applied.moto_endpoint), upload_handler_function)
+    bucket_arn = f"arn:aws:s3:::{applied.outputs['bucket_name']}"
+    table_arn = f"arn:aws:dynamodb:{REGION}:123456789012:table/{applied.outputs['table_name']}"
+    log_arn = f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/lambda/{UPLOAD_HANDLER_NAME}:*"
+    assert granted == {
+        log_arn: {"logs:CreateLogStream", "logs:PutLogEvents"},
+        bucket_arn: {"s3:ListBucket"},
+        f"{bucket_arn}/{UPLOAD_PREFIX}*": {"s3:GetObject", "s3:DeleteObject"},
+        f"{bucket_arn}/{KEY_PREFIX}*": {"s3:PutObject", "s3:DeleteObject"},
+        f"{bucket_arn}/{RENDITION_PREFIX}*": {"s3:PutObject", "s3:DeleteObject"},
+        table_arn: {
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:ConditionCheckItem",
+        },
+    }
+
+
+def test_sweep_policy_is_the_only_one_with_scan(
+    applied: Terraform, sweep_function: dict[str, Any]
+) -> None:
+    granted = _granted(client("iam", applied.moto_endpoint), sweep_function)
+    bucket_arn = f"arn:aws:s3:::{applied.outputs['bucket_name']}"
+    table_arn = f"arn:aws:dynamodb:{REGION}:123456789012:table/{applied.outputs['table_name']}"
+    log_arn = f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/lambda/{SWEEP_NAME}:*"
+    objects = {"s3:GetObject", "s3:DeleteObject"}
+    assert granted == {
+        log_arn: {"logs:CreateLogStream", "logs:PutLogEvents"},
+        bucket_arn: {"s3:ListBucket"},
+        f"{bucket_arn}/{KEY_PREFIX}*": objects,
+        f"{bucket_arn}/{UPLOAD_PREFIX}*": objects,
+        f"{bucket_arn}/{RENDITION_PREFIX}*": objects,
+        table_arn: {
+            "dynamodb:Query",
+            "dynamodb:Scan",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+        },
+        f"{table_arn}/index/*": {"dynamodb:Query"},
     }
 
 
