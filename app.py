@@ -37,10 +37,12 @@ from chalicelib.errors import (
 from chalicelib.openapi import openapi_document
 from chalicelib.service import ImageService
 from chalicelib.storage import UPLOAD_PREFIX, upload_bucket_name
+from chalicelib.sweep import Sweep
 from chalicelib.validation import (
     parse_json_object,
     parse_list_query,
     parse_upload,
+    parse_upload_start,
     parse_view_options,
 )
 
@@ -60,8 +62,9 @@ def jwt_auth(auth_request: AuthRequest) -> AuthResponse:
     return AuthResponse(routes=["*"], principal_id=auth.authorize(auth_request.token))
 
 
-#: The authorizer on the ``/images`` routes, decided at import from ``AUTH_MODE``
-#: (``chalicelib.auth.declares_authorizer``); ``/health`` and the docs stay open.
+#: The authorizer on the ``/images`` and ``/uploads`` routes, decided at import from
+#: ``AUTH_MODE`` (``chalicelib.auth.declares_authorizer``); ``/health`` and the docs stay
+#: open.
 IMAGES_AUTHORIZER = jwt_auth if auth.declares_authorizer() else None
 
 _service: ImageService | None = None
@@ -87,11 +90,12 @@ def use_service(service: ImageService | None) -> None:
 def route(path: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``app.route`` that turns :class:`ImageServiceError` into Chalice's error response.
 
-    Routes under ``/images`` are authenticated: they carry :data:`IMAGES_AUTHORIZER`, and
+    Routes under ``/images`` and ``/uploads`` are authenticated: they carry
+    :data:`IMAGES_AUTHORIZER`, and
     unless ``AUTH_MODE`` is ``none`` a request without a principal is a 401 even if the
     gateway let it through.
     """
-    authenticated = path == "/images" or path.startswith("/images/")
+    authenticated = path.split("/")[1] in ("images", "uploads")
     if authenticated:
         options.setdefault("authorizer", IMAGES_AUTHORIZER)
 
@@ -178,6 +182,43 @@ def upload_image() -> Response:
     )
 
 
+@route("/uploads", methods=["POST"], content_types=["application/json"])
+def start_upload() -> Response:
+    """Start a direct upload: 201 with the S3 presigned POST the client sends the bytes with."""
+    service = image_service()
+    authenticated = service.settings.auth_mode != "none"
+    caller = _caller() if authenticated else _request().headers.get("x-user-id")
+    start = parse_upload_start(_body(), service.settings.max_image_bytes, default_user_id=caller)
+    if authenticated and start.user_id != caller:
+        raise NotOwnerError("user_id: must be the authenticated principal or absent")
+    body = service.uploads.start(start)
+    return Response(
+        body=body, status_code=201, headers={"Location": f"/uploads/{body['upload_id']}"}
+    )
+
+
+@route("/uploads/{upload_id}", methods=["GET"])
+def upload_status(upload_id: str) -> dict[str, Any]:
+    """Where a direct upload stands: pending, ready (with the image), rejected, expired."""
+    return image_service().uploads.status(upload_id)
+
+
+@route(
+    "/uploads/{upload_id}/complete",
+    methods=["POST"],
+    content_types=["application/json", "application/x-www-form-urlencoded", "text/plain"],
+)
+def complete_upload(upload_id: str) -> Response:
+    """Process the uploaded object now: 201 with the record (200 if already completed)."""
+    ingested = image_service().uploads.complete(upload_id, _caller())
+    record = ingested.record
+    return Response(
+        body=record.to_dict(),
+        status_code=201 if ingested.created else 200,
+        headers={"Location": f"/images/{record.image_id}"},
+    )
+
+
 @route("/images", methods=["GET"])
 def list_images() -> dict[str, Any]:
     """List images newest first, filtered by user, tags, dates and title."""
@@ -229,10 +270,10 @@ def on_upload_created(event: S3Event) -> None:
     """S3 notification for an object created under ``uploads/``: ingest that upload,
     exactly as ``POST /uploads/{upload_id}/complete`` does (idempotent; S3 delivers
     at least once)."""
-    image_service().ingest_uploaded_object(event.key)
+    image_service().uploads.on_object_created(event.key)
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def sweep(event: CloudWatchEvent) -> None:
     """Hourly: one bounded, resumable slice of the sweep (``chalicelib.sweep``)."""
-    image_service().sweep()
+    Sweep.scheduled(image_service()).run()

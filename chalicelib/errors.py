@@ -8,7 +8,12 @@ error classes with :func:`to_chalice_error`; Chalice renders those as
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    HTTPClientError,
+)
 from botocore.exceptions import ConnectionError as AwsConnectionError
 from botocore.retries.standard import RetryContext, ThrottledRetryableChecker
 from chalice.app import (
@@ -31,6 +36,12 @@ class UnsupportedMediaTypeError(ChaliceViewError):
     """HTTP 415: Chalice has no class for it (its own 415 is only for route content types)."""
 
     STATUS_CODE = 415
+
+
+class GoneError(ChaliceViewError):
+    """HTTP 410: Chalice has no class for it (an upload whose presigned POST expired)."""
+
+    STATUS_CODE = 410
 
 
 class ServiceUnavailableError(ChaliceViewError):
@@ -60,7 +71,7 @@ class PayloadTooLargeError(InvalidInputError):
 
 
 class UnsupportedImageError(InvalidInputError):
-    """The bytes are not a decodable JPEG, PNG, GIF or WebP image (415)."""
+    """The bytes are not a decodable image of an accepted type (415)."""
 
 
 class MissingIdentityError(ImageServiceError):
@@ -83,12 +94,55 @@ class WriteConflictError(ImageServiceError):
     """A conditional write lost a race with another request (409)."""
 
 
+class UploadNotFoundError(ImageServiceError):
+    """No direct upload has the requested id (404)."""
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(f"upload_id: no upload with id {upload_id!r}")
+        self.upload_id = upload_id
+
+
+class UploadNotReceivedError(ImageServiceError):
+    """``complete`` was called before the bytes reached the bucket (409)."""
+
+
+class UploadExpiredError(ImageServiceError):
+    """The upload's presigned POST expired before its bytes arrived (410)."""
+
+
+class UploadRejectedError(ImageServiceError):
+    """The upload was rejected earlier; repeats that rejection's status and message.
+
+    Attributes:
+        code: the Chalice error class name first answered, e.g.
+            ``"UnsupportedMediaTypeError"``.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 #: What a boto3 call raises when S3 or DynamoDB fails rather than our code: an error
 #: answer (``ClientError``), or no usable answer (connection refused or reset, connect or
 #: read timeout). Programming errors (``ParamValidationError``, ...) are not in it.
 AWS_CALL_FAILURES: tuple[type[Exception], ...] = (ClientError, AwsConnectionError, HTTPClientError)
 
 _THROTTLING = ThrottledRetryableChecker()
+
+
+def may_have_taken_effect(error: BaseException) -> bool:
+    """Whether a failed call may still have been applied: its request was sent but no
+    answer came back (a read timeout, a connection closed mid-answer). An error answer
+    (``ClientError``) or a connection that was never made means it was not."""
+    if isinstance(error, ClientError | EndpointConnectionError | ConnectTimeoutError):
+        return False
+    return isinstance(error, HTTPClientError)
+
+
+class OutcomeUnknownError(Exception):
+    """A write whose answer was lost on at least one attempt: it may have been applied,
+    now or later. ``__cause__`` is the last attempt's error."""
 
 
 def aws_error_code(error: Exception) -> str:
@@ -161,14 +215,27 @@ _HTTP_ERRORS: list[tuple[type[ImageServiceError], type[ChaliceViewError]]] = [
     (NotOwnerError, ForbiddenError),
     (ImageNotFoundError, NotFoundError),
     (WriteConflictError, ConflictError),
+    (UploadNotFoundError, NotFoundError),
+    (UploadNotReceivedError, ConflictError),
+    (UploadExpiredError, GoneError),
     # Throttling too: the capacity that ran out is the service's, shared by every
     # caller, not this caller's quota, so 503 (RFC 9110 15.6.4), not 429.
     (DependencyError, ServiceUnavailableError),
 ]
 
 
+def error_code(error: ImageServiceError) -> str:
+    """The ``Code`` the client sees for ``error``: the name of its Chalice error class."""
+    return type(to_chalice_error(error)).__name__
+
+
 def to_chalice_error(error: ImageServiceError) -> ChaliceViewError:
     """The Chalice error (status code + ``Code``) that reports ``error`` to the client."""
+    if isinstance(error, UploadRejectedError):
+        for _, http_class in _HTTP_ERRORS:
+            if http_class.__name__ == error.code:
+                return http_class(str(error))
+        return BadRequestError(str(error))
     for domain_class, http_class in _HTTP_ERRORS:
         if isinstance(error, domain_class):
             return http_class(str(error))

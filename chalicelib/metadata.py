@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -38,7 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from chalicelib.errors import ImageNotFoundError, NotOwnerError, WriteConflictError
+from chalicelib.errors import (
+    AWS_CALL_FAILURES,
+    ImageNotFoundError,
+    NotOwnerError,
+    OutcomeUnknownError,
+    WriteConflictError,
+    may_have_taken_effect,
+)
 from chalicelib.schema import (
     GSI1_NAME,
     GSI1_PARTITION_KEY,
@@ -48,6 +56,7 @@ from chalicelib.schema import (
     GSI2_SORT_KEY,
     PARTITION_KEY,
     SORT_KEY,
+    TTL_ATTRIBUTE,
 )
 from chalicelib.validation import ListQuery
 
@@ -70,12 +79,31 @@ _deserializer = TypeDeserializer()
 
 
 @dataclass(frozen=True)
+class RenditionRecord:
+    """One stored rendition: a WebP whose longer side is ``size`` pixels.
+
+    ``width``/``height`` are pixels as displayed, ``size_bytes`` the object's size,
+    ``s3_key`` where it is (``renditions/{image_id}/...``).
+    """
+
+    size: int
+    width: int
+    height: int
+    content_type: str
+    size_bytes: int
+    s3_key: str
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     """One image's metadata, as returned by the API.
 
     ``created_at``/``updated_at`` are ISO 8601 UTC with milliseconds and ``Z``;
-    ``size_bytes`` is the stored object's size; ``width``/``height`` are pixels;
-    ``sha256`` is the hex digest of the bytes; ``s3_key`` locates them in the bucket.
+    ``size_bytes`` is the stored original's size; ``width``/``height`` are pixels as
+    displayed (EXIF orientation applied); ``sha256`` is the hex digest of the stored
+    bytes; ``s3_key`` locates them in the bucket. ``frames`` is 1 for a still image;
+    ``taken_at`` the EXIF date taken (ISO 8601) or None; ``placeholder`` a BlurHash and
+    ``dominant_color`` ``#rrggbb``, both from the pixels; ``renditions`` smallest first.
     """
 
     image_id: str
@@ -93,6 +121,16 @@ class ImageRecord:
     s3_key: str
     created_at: str
     updated_at: str
+    frames: int = 1
+    taken_at: str | None = None
+    placeholder: str = ""
+    dominant_color: str = ""
+    renditions: list[RenditionRecord] = field(default_factory=list)
+
+    @property
+    def object_keys(self) -> list[str]:
+        """Every S3 key this image owns: the original, then each rendition."""
+        return [self.s3_key, *(rendition.s3_key for rendition in self.renditions)]
 
     @property
     def sort_key(self) -> str:
@@ -102,6 +140,75 @@ class ImageRecord:
     def to_dict(self) -> dict[str, Any]:
         """The record as the JSON object the API returns."""
         return asdict(self)
+
+
+_SWEEP_CURSOR_KEY = {PARTITION_KEY: "SWEEP", SORT_KEY: "CURSOR"}
+
+
+@dataclass(frozen=True)
+class TableItem:
+    """One item of a sweep's Scan, classified by its key.
+
+    ``kind`` is ``image``, ``membership``, ``upload`` or ``other`` (feed-month markers,
+    the sweep's cursor); ``record``/``upload`` are set for those kinds; ``image_id`` for
+    images and memberships; ``created_at`` is the item's creation time (ISO 8601), when
+    it has one.
+    """
+
+    kind: str
+    pk: str
+    sk: str
+    image_id: str | None = None
+    created_at: str | None = None
+    record: ImageRecord | None = None
+    upload: UploadRecord | None = None
+
+
+def _table_item(item: dict[str, Any]) -> TableItem:
+    pk, sk = str(item[PARTITION_KEY]), str(item[SORT_KEY])
+    if pk.startswith("IMAGE#") and sk == IMAGE_SORT_KEY:
+        record = _record(item)
+        return TableItem("image", pk, sk, record.image_id, record.created_at, record=record)
+    if pk.startswith("TAG#"):
+        created_at, _, image_id = sk.rpartition("#")
+        return TableItem("membership", pk, sk, str(item.get("image_id") or image_id), created_at)
+    if pk.startswith(UPLOAD_PARTITION_PREFIX):
+        upload = _upload(item)
+        return TableItem("upload", pk, sk, upload.image_id, upload.created_at, upload=upload)
+    return TableItem("other", pk, sk)
+
+
+#: Statuses of a direct upload's item (``GET /uploads/{id}`` also reports ``expired``
+#: for a pending upload past ``expires_at``).
+UPLOAD_STATUSES = ("pending", "ready", "rejected", "expired")
+UPLOAD_PARTITION_PREFIX = "UPLOAD#"
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """A direct upload (``POST /uploads``): the image's fields, validated when it was
+    started, and where it stands.
+
+    ``content_type``, ``size_bytes`` (bytes) and ``sha256`` (hex) are what the client
+    declared, or None; ``status`` is one of :data:`UPLOAD_STATUSES`; ``error`` is the
+    rejection ``{"Code", "Message"}``; ``created_at``/``expires_at`` are ISO 8601 UTC.
+    """
+
+    upload_id: str
+    image_id: str
+    user_id: str
+    title: str
+    description: str
+    tags: list[str]
+    metadata: dict[str, str]
+    filename: str | None
+    content_type: str | None
+    size_bytes: int | None
+    sha256: str | None
+    status: str
+    created_at: str
+    expires_at: str
+    error: dict[str, str] | None = None
 
 
 @dataclass
@@ -124,18 +231,32 @@ class ImageMetadataStore:
         self._dynamodb = dynamodb
         self.table_name = table_name
         self._months_marked: set[str] = set()
+        self._attempts = _AttemptLog()
+        # Every attempt of a transaction passes here, inside botocore's retry loop: a
+        # lost answer that a later attempt's error answer would hide is still seen.
+        dynamodb.meta.events.register(
+            "needs-retry.dynamodb.TransactWriteItems",
+            self._attempts.note,
+            unique_id=f"image-metadata-attempts-{id(self)}",
+        )
 
     # --- writes ---------------------------------------------------------------------
 
-    def put_image(self, record: ImageRecord) -> None:
+    def put_image(self, record: ImageRecord, upload_id: str | None = None) -> None:
         """Write the image item and its membership items (one per tag, one per pair of
         tags) in one transaction: at most 1 + 10 + 45 = 56 items, under DynamoDB's 100.
 
         Every item is conditioned on ``attribute_not_exists(pk)``, so nothing is
-        overwritten. The month marker for the feed is written first (idempotent).
+        overwritten. With ``upload_id``, the same transaction marks that direct upload
+        ``ready`` on condition that it is still ``pending``: one upload commits one
+        image, whoever (event, ``complete``, sweep) gets there first. The month marker
+        for the feed is written first (idempotent).
 
         Raises:
-            WriteConflictError: an item with the same key already exists.
+            WriteConflictError: an item with the same key already exists, or the upload
+                is no longer pending; nothing was written.
+            OutcomeUnknownError: an attempt's answer was lost (even if botocore's
+                retries then got an error answer): the transaction may commit.
             botocore.exceptions.ClientError: any other DynamoDB failure; nothing of
                 the image is written then.
         """
@@ -144,23 +265,106 @@ class ImageMetadataStore:
         items = [self._image_item(record)] + [
             self._membership_item(record, partition) for partition in _memberships(record.tags)
         ]
+        writes: list[Any] = [
+            {
+                "Put": {
+                    "TableName": self.table_name,
+                    "Item": _serialize(item),
+                    "ConditionExpression": condition,
+                }
+            }
+            for item in items
+        ]
+        if upload_id is not None:
+            writes.append({"Update": self._finish_upload_update(upload_id, "ready", None)})
+        self._attempts.maybe_applied = False
         try:
-            self._dynamodb.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self.table_name,
-                            "Item": _serialize(item),
-                            "ConditionExpression": condition,
-                        }
-                    }
-                    for item in items
-                ]
-            )
+            self._dynamodb.transact_write_items(TransactItems=writes)
         except self._dynamodb.exceptions.TransactionCanceledException as exc:
             if _condition_failed(exc.response):
-                raise WriteConflictError(f"image_id: {record.image_id} already exists") from None
+                raise WriteConflictError(
+                    f"image_id: {record.image_id} already exists or its upload is not pending"
+                ) from None
+            if self._attempts.maybe_applied:
+                raise OutcomeUnknownError(record.image_id) from exc
             raise
+        except AWS_CALL_FAILURES as exc:
+            if self._attempts.maybe_applied or may_have_taken_effect(exc):
+                raise OutcomeUnknownError(record.image_id) from exc
+            raise
+
+    # --- direct uploads -------------------------------------------------------------
+
+    def put_upload(self, upload: UploadRecord, expires_at_epoch: int) -> None:
+        """Write a new pending upload item, with ``expires_at_epoch`` (seconds) as its
+        TimeToLive.
+
+        Raises:
+            WriteConflictError: an upload with this id exists.
+            botocore.exceptions.ClientError: any other DynamoDB failure.
+        """
+        item = {
+            **_upload_key(upload.upload_id),
+            **asdict(upload),
+            TTL_ATTRIBUTE: expires_at_epoch,
+        }
+        try:
+            self._dynamodb.put_item(
+                TableName=self.table_name,
+                Item=_serialize(item),
+                ConditionExpression=f"attribute_not_exists({PARTITION_KEY})",
+            )
+        except self._dynamodb.exceptions.ConditionalCheckFailedException:
+            raise WriteConflictError(f"upload_id: {upload.upload_id} already exists") from None
+
+    def get_upload(self, upload_id: str) -> UploadRecord | None:
+        """The upload ``upload_id``, or None (strongly consistent read)."""
+        response = self._dynamodb.get_item(
+            TableName=self.table_name, Key=_serialize(_upload_key(upload_id)), ConsistentRead=True
+        )
+        item = response.get("Item")
+        return None if item is None else _upload(_deserialize(item))
+
+    def finish_upload(self, upload_id: str, status: str, error: dict[str, str] | None) -> bool:
+        """Move a pending upload to ``status`` (``rejected`` with ``error`` ``{"Code",
+        "Message"}``, or ``expired``) on condition that it is still pending.
+
+        Returns:
+            Whether it moved (False: it was no longer pending, or is gone).
+
+        Raises:
+            botocore.exceptions.ClientError: any other DynamoDB failure.
+        """
+        try:
+            self._dynamodb.update_item(**self._finish_upload_update(upload_id, status, error))
+        except self._dynamodb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def delete_upload(self, upload_id: str) -> None:
+        """Delete the upload item (no error if it is gone already)."""
+        self._dynamodb.delete_item(
+            TableName=self.table_name, Key=_serialize(_upload_key(upload_id))
+        )
+
+    def _finish_upload_update(
+        self, upload_id: str, status: str, error: dict[str, str] | None
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {":status": status, ":pending": "pending"}
+        expression = "SET #status = :status"
+        if error is not None:
+            expression += ", #error = :error"
+            values[":error"] = error
+        return {
+            "TableName": self.table_name,
+            "Key": _serialize(_upload_key(upload_id)),
+            "UpdateExpression": expression,
+            "ConditionExpression": "#status = :pending",
+            "ExpressionAttributeNames": {"#status": "status", "#error": "error"}
+            if error is not None
+            else {"#status": "status"},
+            "ExpressionAttributeValues": _serialize(values),
+        }
 
     def delete_image(self, record: ImageRecord, owner: str | None) -> None:
         """Delete the image item and all its membership items in one transaction.
@@ -345,40 +549,53 @@ class ImageMetadataStore:
                 return
             request["ExclusiveStartKey"] = last_key
 
-    # --- reconcile: Scans, never a request path ---------------------------------------
+    # --- the sweep: Scans, never a request path --------------------------------------
 
-    def scan_images_and_memberships(self) -> tuple[list[ImageRecord], list[dict[str, str]]]:
-        """Every image record and every membership item, by one consistent Scan.
+    def scan_slice(
+        self, start: dict[str, Any] | None, limit: int
+    ) -> tuple[list[TableItem], dict[str, Any] | None]:
+        """One bounded page of a consistent Scan of the whole table (the sweep only).
 
-        For ``make reconcile`` only: a Scan reads the whole table.
+        Args:
+            start: the previous slice's resume key, or None to start.
+            limit: most items to read (DynamoDB's ``Limit``).
 
         Returns:
-            ``(records, memberships)``. A membership is any item whose partition key
-            starts with ``TAG#`` (one tag or a pair of tags), as ``{"pk", "sk",
-            "image_id"}``. Feed-month markers are neither and are not returned.
+            ``(items, resume)``: each item as a :class:`TableItem`; ``resume`` is None
+            once the Scan is done. ``resume`` is plain JSON (strings), so it can be kept
+            in the sweep's cursor.
         """
-        paginator = self._dynamodb.get_paginator("scan")
-        pages = paginator.paginate(
-            TableName=self.table_name,
-            ConsistentRead=True,
-            FilterExpression="(begins_with(#pk, :image) AND #sk = :meta) OR begins_with(#pk, :tag)",
-            ExpressionAttributeNames={"#pk": PARTITION_KEY, "#sk": SORT_KEY},
-            ExpressionAttributeValues=_serialize(
-                {":image": "IMAGE#", ":meta": IMAGE_SORT_KEY, ":tag": "TAG#"}
-            ),
+        request: dict[str, Any] = {
+            "TableName": self.table_name,
+            "ConsistentRead": True,
+            "Limit": limit,
+        }
+        if start:
+            request["ExclusiveStartKey"] = _serialize(start)
+        response = self._dynamodb.scan(**request)
+        items = [_table_item(_deserialize(raw)) for raw in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        return items, None if not last else {k: str(v) for k, v in _deserialize(last).items()}
+
+    def get_sweep_cursor(self) -> dict[str, Any] | None:
+        """Where the scheduled sweep stopped: ``{"phase", "position"}``, or None."""
+        response = self._dynamodb.get_item(
+            TableName=self.table_name, Key=_serialize(_SWEEP_CURSOR_KEY), ConsistentRead=True
         )
-        records: list[ImageRecord] = []
-        memberships: list[dict[str, str]] = []
-        for page in pages:
-            for raw in page.get("Items", []):
-                item = _deserialize(raw)
-                partition, sort_key = str(item[PARTITION_KEY]), str(item[SORT_KEY])
-                if partition.startswith("TAG#"):
-                    image_id = str(item.get("image_id") or sort_key.rpartition("#")[2])
-                    memberships.append({"pk": partition, "sk": sort_key, "image_id": image_id})
-                else:
-                    records.append(_record(item))
-        return records, memberships
+        item = response.get("Item")
+        if item is None:
+            return None
+        cursor = _deserialize(item)
+        return {"phase": cursor.get("phase"), "position": cursor.get("position")}
+
+    def put_sweep_cursor(self, cursor: dict[str, Any] | None) -> None:
+        """Save (or, with None, clear) where the scheduled sweep resumes."""
+        if cursor is None:
+            self._dynamodb.delete_item(TableName=self.table_name, Key=_serialize(_SWEEP_CURSOR_KEY))
+            return
+        self._dynamodb.put_item(
+            TableName=self.table_name, Item=_serialize({**_SWEEP_CURSOR_KEY, **cursor})
+        )
 
     def delete_orphan_membership(self, membership: dict[str, str]) -> bool:
         """Delete one membership item if its image item does not exist.
@@ -387,8 +604,7 @@ class ImageMetadataStore:
         ``Delete``; so a membership of a live image is never removed, whatever raced.
 
         Args:
-            membership: ``{"pk", "sk", "image_id"}`` as returned by
-                :meth:`scan_images_and_memberships`.
+            membership: ``{"pk", "sk", "image_id"}`` of a membership item.
 
         Returns:
             Whether it was deleted (False: its image exists).
@@ -444,6 +660,17 @@ class ImageMetadataStore:
             SORT_KEY: record.sort_key,
             **_listing_attributes(record),
         }
+
+
+class _AttemptLog(threading.local):
+    """Per thread: whether an attempt of the current transaction lost its answer."""
+
+    maybe_applied: bool = False
+
+    def note(self, caught_exception: BaseException | None = None, **_: Any) -> None:
+        """botocore ``needs-retry`` hook: record an attempt that got no answer."""
+        if caught_exception is not None and may_have_taken_effect(caught_exception):
+            self.maybe_applied = True
 
 
 @dataclass
@@ -506,6 +733,32 @@ def _image_key(image_id: str) -> dict[str, str]:
     return {PARTITION_KEY: f"IMAGE#{image_id}", SORT_KEY: IMAGE_SORT_KEY}
 
 
+def _upload_key(upload_id: str) -> dict[str, str]:
+    return {PARTITION_KEY: f"{UPLOAD_PARTITION_PREFIX}{upload_id}", SORT_KEY: IMAGE_SORT_KEY}
+
+
+def _upload(item: dict[str, Any]) -> UploadRecord:
+    size = item.get("size_bytes")
+    error = item.get("error")
+    return UploadRecord(
+        upload_id=item["upload_id"],
+        image_id=item["image_id"],
+        user_id=item["user_id"],
+        title=item.get("title", ""),
+        description=item.get("description", ""),
+        tags=list(item.get("tags", [])),
+        metadata=dict(item.get("metadata", {})),
+        filename=item.get("filename"),
+        content_type=item.get("content_type"),
+        size_bytes=None if size is None else int(size),
+        sha256=item.get("sha256"),
+        status=item["status"],
+        created_at=item["created_at"],
+        expires_at=item["expires_at"],
+        error=None if error is None else {str(k): str(v) for k, v in error.items()},
+    )
+
+
 def _listing_attributes(record: ImageRecord) -> dict[str, Any]:
     """Everything a listing returns, plus the lower-cased title the title filter reads."""
     return {**record.to_dict(), "title_lower": record.title.lower()}
@@ -552,6 +805,21 @@ def _record(item: dict[str, Any]) -> ImageRecord:
         s3_key=item["s3_key"],
         created_at=item["created_at"],
         updated_at=item["updated_at"],
+        frames=int(item.get("frames", 1)),
+        taken_at=item.get("taken_at"),
+        placeholder=str(item.get("placeholder", "")),
+        dominant_color=str(item.get("dominant_color", "")),
+        renditions=[
+            RenditionRecord(
+                size=int(rendition["size"]),
+                width=int(rendition["width"]),
+                height=int(rendition["height"]),
+                content_type=str(rendition["content_type"]),
+                size_bytes=int(rendition["size_bytes"]),
+                s3_key=str(rendition["s3_key"]),
+            )
+            for rendition in item.get("renditions", [])
+        ],
     )
 
 

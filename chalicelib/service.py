@@ -1,26 +1,20 @@
-"""The image service: joins S3 storage and DynamoDB metadata under the consistency rules.
+"""The image service: what the routes and event handlers call.
 
-- Upload refuses whatever the image's header rules out before anything is written,
-  then writes the object (its pixels decode meanwhile; a corrupt image's object is
-  deleted again), then the metadata transaction; if the transaction fails, the object
-  is deleted before the error propagates. No request leaves an object
-  without metadata or metadata without an object.
+- Upload (``POST /images``) and direct uploads (``chalicelib.uploads``) both go through
+  the one ingest pipeline (``chalicelib.ingest``): check, process, store, commit.
+- List, view and download read metadata and presign URLs to the original and to each
+  rendition.
 - Delete removes metadata first (readers stop seeing the image at once), then the
-  object; a failed object delete is logged and left to ``make reconcile``.
+  original and every rendition; a failed object delete is logged and left to the sweep.
 - A failing dependency (an error answer, throttling after the client's retries, no answer)
-  is a :class:`DependencyError` (503) naming the step and what it left. When no answer
-  came, the step may have taken effect: a consistent read decides before anything is
-  undone, and while it cannot decide, the object stays for ``make reconcile`` (bytes
-  without metadata are invisible; metadata without bytes would not be).
+  is a :class:`DependencyError` (503) naming the step and what it left.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,25 +34,15 @@ from chalicelib.errors import (
     WriteConflictError,
     cancellation_reasons,
 )
+from chalicelib.imaging import ImageLimits
+from chalicelib.ingest import Ingest
 from chalicelib.metadata import ImageMetadataStore, ImageRecord
 from chalicelib.pagination import PageTokenCodec
-from chalicelib.storage import ImageStorage, object_key
-from chalicelib.validation import (
-    ListQuery,
-    UploadRequest,
-    ViewOptions,
-    check_declared_type,
-    check_decodes,
-    format_timestamp,
-    inspect_image,
-    sanitize_filename,
-)
+from chalicelib.storage import ImageStorage
+from chalicelib.uploads import DirectUploads
+from chalicelib.validation import ListQuery, UploadRequest, ViewOptions
 
 logger = logging.getLogger(__name__)
-
-#: Decodes uploads' pixels while their bytes are sent to S3 (one thread per upload in
-#: flight; Lambda serves one request per process, ``chalice local`` one at a time).
-_decoder = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
 
 #: Retries and timeouts of every boto3 client, sized for a Lambda that API Gateway waits
 #: 29 s for (``lambda_timeout`` is 30). botocore's defaults are 60 s per connect and per
@@ -149,6 +133,8 @@ class ImageService:
         self.settings = settings
         self._tokens = PageTokenCodec(settings.token_secret)
         self._clock = clock
+        self.ingest = Ingest(storage, metadata, ImageLimits.from_settings(settings), clock)
+        self.uploads = DirectUploads(storage, metadata, self.ingest, settings, clock)
 
     @classmethod
     def from_settings(cls, settings: Settings, clients: AwsClients | None = None) -> ImageService:
@@ -161,109 +147,25 @@ class ImageService:
         )
 
     def upload(self, request: UploadRequest) -> ImageRecord:
-        """Store a validated upload: bytes in S3, then metadata in DynamoDB.
+        """``POST /images``: the bytes of ``request`` through the ingest pipeline as a
+        new image.
 
         Raises:
-            InvalidInputError: the declared content type contradicts the bytes.
-            PayloadTooLargeError, UnsupportedImageError: see :func:`inspect_image` and
-                :func:`check_decodes`.
-            WriteConflictError: the metadata transaction found an existing item.
+            InvalidInputError, PayloadTooLargeError, UnsupportedImageError: the bytes
+                break a rule (nothing written).
             DependencyError: S3 or DynamoDB failed; the message says whether the image
-                was saved (no, unless DynamoDB's answer was lost and cannot be checked).
+                was saved, or that it cannot be told yet (``chalicelib.ingest``).
         """
-        info = inspect_image(
-            request.data,
-            self.settings.max_image_bytes,
-            self.settings.max_image_pixels,
-            field_name=request.image_field,
-        )
-        check_declared_type(
-            request.declared_content_type, info.content_type, request.content_type_field
-        )
-        image_id = str(uuid.uuid4())
-        now = format_timestamp(self._clock())
-        record = ImageRecord(
-            image_id=image_id,
-            user_id=request.user_id,
-            title=request.title,
-            description=request.description,
-            tags=request.tags,
-            metadata=request.metadata,
-            filename=sanitize_filename(request.filename, info.extension),
-            content_type=info.content_type,
-            size_bytes=len(request.data),
-            width=info.width,
-            height=info.height,
-            sha256=hashlib.sha256(request.data).hexdigest(),
-            s3_key=object_key(image_id, info.extension),
-            created_at=now,
-            updated_at=now,
-        )
-        # The pixels decode on another thread while the bytes travel to S3 (both release
-        # the GIL): the upload takes about as long as the put alone. Nothing invalid is
-        # kept: a corrupt image's object is deleted before its 415 is returned.
-        decoded = _decoder.submit(check_decodes, request.data, request.image_field)
-        try:
-            self.storage.put(record.s3_key, request.data, record.content_type, record.sha256)
-        except AWS_CALL_FAILURES as exc:
-            decoded.result()  # a corrupt image is a 415 whatever S3 answered
-            logger.warning("upload %s: S3 put failed", image_id, exc_info=True)
-            outcome = "the image was not saved; retry"
-            raise DependencyError("s3", "storing the image", exc, outcome) from exc
-        try:
-            decoded.result()
-        except BaseException:  # a 415, or a decoder bug: either way, keep nothing
-            self._undo_upload(record)
-            raise
-        try:
-            self.metadata.put_image(record)
-        except AWS_CALL_FAILURES as exc:
-            self._settle_failed_metadata_write(record, exc)
-        except WriteConflictError as exc:
-            self._settle_failed_metadata_write(record, exc)
-        except BaseException:
-            self._undo_upload(record)
-            raise
-        return record
+        return self.ingest.ingest(request, str(uuid.uuid4())).record
 
-    def _settle_failed_metadata_write(self, record: ImageRecord, error: Exception) -> None:
-        """After the metadata transaction of ``record`` raised ``error``: return if the
-        image was saved after all, else undo the object and raise.
-
-        An error answer means nothing was written. No answer means it may have been, and
-        so does a conflict: the id is new, so an existing item is this transaction's
-        own, retried after its answer was lost (botocore's ``ClientRequestToken`` makes
-        DynamoDB answer such a retry with success; emulators may not). A consistent read
-        decides; if that fails too, the object stays (``make reconcile`` removes it if
-        no record points at it).
-
-        Raises:
-            WriteConflictError: ``error`` itself, when no item of this id exists.
-            DependencyError: the image was not saved, or it cannot be told.
-        """
-        step = "saving the image's metadata"
-        logger.warning("upload %s: metadata write failed", record.image_id, exc_info=True)
-        if not isinstance(error, ClientError):
-            try:
-                saved = self.metadata.get_image(record.image_id) is not None
-            except AWS_CALL_FAILURES:
-                logger.warning("upload %s: cannot tell if it was saved", record.image_id)
-                outcome = (
-                    f"the image may have been saved as {record.image_id}: "
-                    f"GET /images/{record.image_id} tells (404: retry)"
-                )
-                raise DependencyError("dynamodb", step, error, outcome) from error
-            if saved:
-                logger.warning("upload %s: the transaction committed after all", record.image_id)
-                return
-        self._undo_upload(record)
-        if isinstance(error, WriteConflictError):
-            raise error
-        raise DependencyError("dynamodb", step, error, "the image was not saved; retry") from error
-
-    def _undo_upload(self, record: ImageRecord) -> None:
-        """Delete the object of an upload whose metadata was not written."""
-        self._delete_object(record, f"upload {record.image_id}: object {record.s3_key}")
+    def _with_urls(self, record: ImageRecord, expires_in: int) -> dict[str, Any]:
+        """``record`` as the API shows it, each rendition with a presigned ``url``."""
+        body = record.to_dict()
+        body["renditions"] = [
+            {**rendition, "url": self.storage.presigned_get_url(rendition["s3_key"], expires_in)}
+            for rendition in body["renditions"]
+        ]
+        return body
 
     def list_images(self, query: ListQuery) -> dict[str, Any]:
         """A page of images, newest first: ``{"items", "count", "next_token"}``.
@@ -281,12 +183,11 @@ class ImageService:
             start = self._tokens.decode(query.next_token, filters)
         with _reading("listing images"):
             page = self.metadata.list_images(query, start)
+        expires_in = self.settings.url_expires_seconds
         items = [
             {
-                **record.to_dict(),
-                "url": self.storage.presigned_get_url(
-                    record.s3_key, self.settings.url_expires_seconds
-                ),
+                **self._with_urls(record, expires_in),
+                "url": self.storage.presigned_get_url(record.s3_key, expires_in),
             }
             for record in page.records
         ]
@@ -321,6 +222,7 @@ class ImageService:
             record = self.get_image(image_id)
         body = record.to_dict()
         if not options.metadata_only:
+            body = self._with_urls(record, options.expires_in)
             body["download_url"] = self.storage.presigned_get_url(
                 record.s3_key,
                 options.expires_in,
@@ -374,15 +276,19 @@ class ImageService:
             self._settle_failed_metadata_delete(record, exc)
         self._delete_object(record)
 
-    def _delete_object(self, record: ImageRecord, what: str | None = None) -> None:
-        """Delete ``record``'s object (that of an image whose metadata is gone, or never
-        written); if that fails, log it as ``what``: the object is invisible and ``make
-        reconcile`` removes it."""
-        try:
-            self.storage.delete(record.s3_key)
-        except Exception:
-            what = what or f"object {record.s3_key} of deleted image {record.image_id}"
-            logger.exception("%s was not deleted; `make reconcile` will remove it", what)
+    def _delete_object(self, record: ImageRecord) -> None:
+        """Delete every object of ``record`` (an image whose metadata is gone): the
+        original and each rendition; a failure is logged: the object is invisible and
+        the sweep removes it."""
+        for key in record.object_keys:
+            try:
+                self.storage.delete(key)
+            except Exception:
+                logger.exception(
+                    "object %s of deleted image %s was not deleted; the sweep will remove it",
+                    key,
+                    record.image_id,
+                )
 
     def _settle_failed_metadata_delete(self, record: ImageRecord, error: Exception) -> None:
         """After the delete transaction of ``record`` raised ``error``: return if the
@@ -409,14 +315,6 @@ class ImageService:
         if not gone:
             raise DependencyError("dynamodb", step, error, not_deleted) from error
         logger.warning("delete %s: the transaction committed after all", record.image_id)
-
-    def ingest_uploaded_object(self, key: str) -> None:
-        """Ingest the direct upload whose bytes are at ``key`` (being built: issue 10)."""
-        raise NotImplementedError(key)
-
-    def sweep(self) -> None:
-        """One slice of the sweep (being built: issue 10)."""
-        raise NotImplementedError
 
     def health(self) -> dict[str, str]:
         """``{"bucket": "ok"|error, "table": "ok"|error}`` — every check, even after a failure."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -26,7 +26,7 @@ KEY_PREFIX = "images/"
 #: bucket notifies ``on_upload_created`` of objects created under it, and a lifecycle
 #: rule expires what is left there.
 UPLOAD_PREFIX = "uploads/"
-#: Renditions of an image: ``renditions/{image_id}/{size}.webp``.
+#: Renditions of an image: ``renditions/{image_id}/{version}-{size}.webp``.
 RENDITION_PREFIX = "renditions/"
 
 
@@ -45,14 +45,32 @@ def upload_key(upload_id: str) -> str:
     return f"{UPLOAD_PREFIX}{upload_id}"
 
 
-def rendition_key(image_id: str, size: int) -> str:
-    """The S3 key of one rendition: ``renditions/{image_id}/{size}.webp``."""
-    return f"{RENDITION_PREFIX}{image_id}/{size}.webp"
+def rendition_key(image_id: str, version: str, size: int) -> str:
+    """The S3 key of one rendition: ``renditions/{image_id}/{version}-{size}.webp``
+    (``version`` as for :func:`object_key`)."""
+    return f"{RENDITION_PREFIX}{image_id}/{version}-{size}.webp"
 
 
-def object_key(image_id: str, extension: str) -> str:
-    """The S3 key for an image: ``images/{image_id}.{extension}``."""
-    return f"{KEY_PREFIX}{image_id}.{extension}"
+def object_key(image_id: str, extension: str, version: str = "") -> str:
+    """The S3 key of an image's stored original: ``images/{image_id}/{version}.{extension}``,
+    or ``images/{image_id}.{extension}`` without a version.
+
+    ``version`` names the content (the ingest pipeline passes the first 16 hex digits
+    of its SHA-256), so two ingests of different bytes for one image id never write
+    the same key: whichever commits, the other's objects are only orphans.
+    """
+    if not version:
+        return f"{KEY_PREFIX}{image_id}.{extension}"
+    return f"{KEY_PREFIX}{image_id}/{version}.{extension}"
+
+
+def image_id_of_key(key: str) -> str | None:
+    """The image id an ``images/`` or ``renditions/`` key belongs to, else None."""
+    for prefix in (KEY_PREFIX, RENDITION_PREFIX):
+        if key.startswith(prefix):
+            rest = key[len(prefix) :]
+            return rest.split("/", 1)[0].split(".", 1)[0] or None
+    return None
 
 
 def attachment_disposition(filename: str) -> str:
@@ -60,6 +78,20 @@ def attachment_disposition(filename: str) -> str:
     ascii_name = filename.encode("ascii", "replace").decode("ascii").replace('"', "'")
     ascii_name = ascii_name.replace("?", "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+_MISSING = ("404", "NoSuchKey", "NotFound")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object as S3 describes it: ``size_bytes`` in bytes, ``etag`` quoted as S3
+    sends it, ``last_modified`` timezone-aware."""
+
+    key: str
+    size_bytes: int
+    etag: str
+    last_modified: datetime
 
 
 class ImageStorage:
@@ -91,12 +123,92 @@ class ImageStorage:
         """Delete the object at ``key`` (no error if it is already gone)."""
         self._s3.delete_object(Bucket=self.bucket, Key=key)
 
+    def head(self, key: str) -> StoredObject | None:
+        """Size, ETag and time of the object at ``key``, or None when there is none.
+
+        Raises:
+            botocore.exceptions.ClientError: any failure but a missing object.
+        """
+        try:
+            response = self._s3.head_object(Bucket=self.bucket, Key=key)
+        except self._s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                return None
+            raise
+        return StoredObject(
+            key=key,
+            size_bytes=int(response["ContentLength"]),
+            etag=str(response["ETag"]),
+            last_modified=response["LastModified"],
+        )
+
+    def get(self, stored: StoredObject) -> bytes | None:
+        """The bytes of ``stored`` exactly as :meth:`head` saw them (``IfMatch`` its
+        ETag), or None when the object is gone or was replaced since.
+
+        Raises:
+            botocore.exceptions.ClientError: any other failure.
+        """
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=stored.key, IfMatch=stored.etag)
+        except self._s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in (*_MISSING, "PreconditionFailed"):
+                return None
+            raise
+        data: bytes = response["Body"].read()
+        return data
+
+    def presigned_post(
+        self, key: str, min_bytes: int, max_bytes: int, expires_in: int
+    ) -> dict[str, Any]:
+        """An S3 presigned POST that lets a client write ``key`` once it holds the form.
+
+        Its policy pins the bucket and the key, allows ``min_bytes`` to ``max_bytes``
+        bytes (``content-length-range``) and expires after ``expires_in`` seconds.
+
+        Returns:
+            ``{"url": str, "fields": {name: value}}`` as boto3 builds it: the client
+            posts every field, then the file as the part ``file``, to ``url``.
+        """
+        post: dict[str, Any] = self._presigner.generate_presigned_post(
+            Bucket=self.bucket,
+            Key=key,
+            Conditions=[["content-length-range", min_bytes, max_bytes]],
+            ExpiresIn=expires_in,
+        )
+        return post
+
+    def iter_objects_after(
+        self, prefix: str, start_after: str | None, limit: int
+    ) -> tuple[list[StoredObject], str | None]:
+        """At most ``limit`` objects under ``prefix`` in key order, after ``start_after``.
+
+        Returns:
+            ``(objects, next_start_after)``; the second is None when the listing is done.
+            One ``ListObjectsV2`` call: the sweep's bounded, resumable slice.
+        """
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": limit}
+        if start_after:
+            request["StartAfter"] = start_after
+        response = self._s3.list_objects_v2(**request)
+        objects = [
+            StoredObject(
+                key=item["Key"],
+                size_bytes=int(item["Size"]),
+                etag=str(item.get("ETag", "")),
+                last_modified=item["LastModified"],
+            )
+            for item in response.get("Contents", [])
+        ]
+        more = response.get("IsTruncated") and objects
+        return objects, objects[-1].key if more else None
+
     def exists(self, key: str) -> bool:
         """Whether an object is stored at ``key``."""
         try:
             self._s3.head_object(Bucket=self.bucket, Key=key)
         except self._s3.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
                 return False
             raise
         return True
@@ -120,13 +232,6 @@ class ImageStorage:
     def check(self) -> None:
         """Raise the client's error if the bucket does not answer (for ``/health``)."""
         self._s3.head_bucket(Bucket=self.bucket)
-
-    def iter_objects(self) -> Iterator[tuple[str, datetime]]:
-        """Every ``(key, last_modified)`` under ``images/`` (for the reconcile command)."""
-        paginator = self._s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=KEY_PREFIX):
-            for item in page.get("Contents", []):
-                yield item["Key"], item["LastModified"]
 
     def create_bucket(self) -> None:
         """Create the bucket if it does not exist (local tooling and tests only)."""

@@ -715,5 +715,92 @@ def format_timestamp(moment: datetime) -> str:
     return utc.isoformat(timespec="milliseconds") + "Z"
 
 
+def parse_timestamp(stored: str) -> datetime:
+    """The timezone-aware moment of a timestamp :func:`format_timestamp` wrote."""
+    return datetime.fromisoformat(stored.replace("Z", "+00:00"))
+
+
 def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
+
+
+# --- direct uploads ---------------------------------------------------------------------
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class UploadStart:
+    """A validated ``POST /uploads`` body: the image's fields, no bytes yet.
+
+    ``declared_content_type`` is the client's claim (None: none), ``size_bytes`` the
+    declared size in bytes (None: any size up to ``MAX_IMAGE_BYTES``), ``sha256`` the
+    lower-case hex digest the bytes must have (None: not checked).
+    """
+
+    user_id: str
+    title: str
+    description: str
+    tags: list[str]
+    metadata: dict[str, str]
+    filename: str | None
+    declared_content_type: str | None
+    size_bytes: int | None
+    sha256: str | None
+
+
+def parse_upload_start(
+    body: bytes, max_bytes: int, default_user_id: str | None = None
+) -> UploadStart:
+    """Parse and validate the JSON body of ``POST /uploads``.
+
+    Args:
+        body: the raw request body (a JSON object; empty means ``{}``).
+        max_bytes: ``MAX_IMAGE_BYTES``; a declared ``size_bytes`` above it is a 413.
+        default_user_id: the caller's identity, used when the body names no ``user_id``.
+
+    Raises:
+        InvalidInputError: a field breaks its rule (the same rules as ``POST /images``);
+            ``size_bytes`` not a positive integer, ``sha256`` not 64 hex digits,
+            ``content_type`` not an accepted image type.
+        PayloadTooLargeError: ``size_bytes`` is over ``max_bytes``.
+    """
+    document = parse_json_object(body) if body.strip() else {}
+    for name in ("image_base64", "image_data"):
+        if name in document:
+            raise InvalidInputError(
+                name, "POST /uploads takes no bytes: post them to the returned upload.url"
+            )
+    declared = _optional_str(document, "content_type")
+    if declared is not None:
+        normalized = _CONTENT_TYPE_ALIASES.get(_media_type(declared), _media_type(declared))
+        if normalized not in _UNDECLARED_TYPES and normalized not in EXTENSIONS:
+            raise UnsupportedImageError("content_type", f"{declared!r} is not an accepted type")
+    size = document.get("size_bytes")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise InvalidInputError("size_bytes", "must be a positive integer (bytes)")
+        if size > max_bytes:
+            raise PayloadTooLargeError(
+                "size_bytes", f"is {size} bytes, the limit is {max_bytes} bytes"
+            )
+    digest = _optional_str(document, "sha256")
+    if digest is not None:
+        digest = digest.strip().lower()
+        if not _SHA256_HEX.fullmatch(digest):
+            raise InvalidInputError("sha256", "must be the 64 hex digits of a SHA-256 digest")
+    filename = _optional_str(document, "filename")
+    if filename is not None:
+        _require_utf8("filename", filename)
+    user_id = document.get("user_id")
+    return UploadStart(
+        user_id=validate_user_id(user_id if user_id is not None else default_user_id),
+        title=_text_field("title", document.get("title"), MAX_TITLE_CHARS),
+        description=_text_field("description", document.get("description"), MAX_DESCRIPTION_CHARS),
+        tags=normalize_tags(document.get("tags")),
+        metadata=validate_metadata(document.get("metadata")),
+        filename=filename,
+        declared_content_type=declared,
+        size_bytes=size,
+        sha256=digest,
+    )

@@ -1,10 +1,10 @@
-"""`make reconcile`: run ``chalicelib.reconcile`` with a Chalice stage's environment.
+"""`make reconcile`: run the sweep (``chalicelib.sweep``) with a Chalice stage's environment.
 
 The bucket and table names come from the stage in ``.chalice/config.json`` (default
 ``dev``, what ``make run`` serves) unless ``BUCKET_NAME`` is already set; the endpoint
 comes from ``AWS_ENDPOINT_URL`` as for every boto3 client (``make run`` prints it).
 
-Usage: ``python -m scripts.reconcile [--stage dev] [--fix] [--grace-minutes 15]``
+Usage: ``python -m scripts.reconcile [--stage dev] [--fix] [--grace-minutes 60]``
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from chalicelib import reconcile
+from chalicelib import sweep
 from scripts.run_local import aws_environment, stage_environment
 
 
@@ -27,7 +27,7 @@ def main() -> int:
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
         os.environ.update(aws_environment(endpoint))
-    return reconcile.main(rest)
+    return sweep.main(rest)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ import boto3
 from tests.unit.conftest import BUCKET, TABLE, image_bytes, post_form, post_json, upload
 
 RECORD_FIELDS = {
+    "frames",
+    "taken_at",
+    "placeholder",
+    "dominant_color",
+    "renditions",
     "image_id",
     "user_id",
     "title",
@@ -117,7 +122,13 @@ def test_view_returns_record_and_presigned_url(client):
 
     assert response.status_code == 200
     body = response.json_body
-    assert {k: body[k] for k in RECORD_FIELDS} == record
+    assert {k: body[k] for k in RECORD_FIELDS - {"renditions"}} == {
+        k: v for k, v in record.items() if k != "renditions"
+    }
+    assert [{k: v for k, v in r.items() if k != "url"} for r in body["renditions"]] == record[
+        "renditions"
+    ]
+    assert all(r["url"].startswith("https://") for r in body["renditions"])
     assert body["expires_in"] == 900
     url = body["download_url"]
     # No endpoint override here, so virtual-hosted style: bucket in the host name.
@@ -229,7 +240,7 @@ def test_delete_by_another_user_is_403_and_deletes_nothing(client, s3):
 
     assert response.status_code == 403
     assert response.json_body["Code"] == "ForbiddenError"
-    assert s3.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 1
+    assert s3.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 1 + len(record["renditions"])
     assert len(_table_items()) == 3
 
 

@@ -268,10 +268,10 @@ def json_upload(user_id: str | None = None) -> dict[str, Any]:
     return body
 
 
-def test_every_images_route_carries_the_authorizer_and_health_does_not(jwt_app):
+def test_every_images_and_uploads_route_carries_the_authorizer_and_health_does_not(jwt_app):
     for path, methods in jwt_app.app.routes.items():
         for method, entry in methods.items():
-            protected = path.startswith("/images")
+            protected = path.startswith(("/images", "/uploads"))
             assert (entry.authorizer is jwt_app.jwt_auth) is protected, (method, path)
     # The default import (AUTH_MODE unset) declares none: X-User-Id mode.
     assert all(

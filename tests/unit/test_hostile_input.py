@@ -388,7 +388,7 @@ def test_hostile_filename_is_stored_sanitised_and_cannot_inject_headers(
     record = created.json_body
     assert record["filename"] == stored
     assert not _CONTROL.search(stored) and "/" not in stored and "\\" not in stored
-    assert re.fullmatch(r"images/[0-9a-f-]{36}\.png", record["s3_key"])
+    assert re.fullmatch(r"images/[0-9a-f-]{36}/[0-9a-f]{16}\.png", record["s3_key"])
 
     view = store.client.http.get(f"/images/{record['image_id']}?download=true").json_body
     redirect = store.client.http.get(f"/images/{record['image_id']}/download")

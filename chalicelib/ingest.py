@@ -1,0 +1,328 @@
+"""The ingest pipeline: the one way an image becomes part of the service.
+
+``POST /images`` (bytes in the request), ``POST /uploads/{id}/complete`` and the S3
+notification of a direct upload (bytes already in the bucket) all hand the bytes to
+:meth:`Ingest.ingest`, so every image gets the same checks and processing:
+
+1. **Check** from the header, before anything is written (``imaging.probe``): size,
+   type, pixels, decoded size, frames; the declared type and SHA-256 when given.
+2. **Process** (``imaging.process``): decode every frame, strip location from the
+   original, make the renditions and the placeholder.
+3. **Store** the original and every rendition in S3, at keys named after the image id
+   and the stored bytes' digest (``chalicelib.storage.object_key``), so two ingests of
+   different bytes for one image never overwrite each other's objects.
+4. **Commit** the metadata in one conditional transaction (``ImageMetadataStore.put_image``),
+   which for a direct upload also moves the upload from ``pending`` to ``ready``.
+
+Why it is safe to run twice, or at once (S3 delivers events at least once, ``complete``
+may race the event): each step is idempotent or conditional. The same bytes give the
+same keys and the same objects; only one transaction can move an upload out of
+``pending``; whoever loses reads the winner's record and returns it, deleting only the
+objects of its own that the winner's record does not name.
+
+Failures (SPEC, *Consistency*):
+
+- a check or processing failure: nothing was written; the error is the client's 4xx;
+- an S3 failure while storing: the objects already written (or maybe written) are
+  deleted, and the image was not saved (a put that lands after its delete is an orphan
+  the sweep removes: bytes without a record are invisible);
+- the transaction's answer lost (``OutcomeUnknownError``): the objects stay, the same
+  transaction is driven once more (its conditions make that safe: if the first one
+  committed, the second finds the items and the image is known saved), then a
+  consistent read is tried; if nothing decides, the answer says the outcome is unknown
+  and names the id to check, and nothing is undone: a late commit makes the image
+  complete, and otherwise the sweep removes the objects (or, for a direct upload,
+  the next event, ``complete`` or the sweep finishes it);
+- an error answer from DynamoDB: nothing was committed; the objects are deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+from chalicelib import imaging
+from chalicelib.errors import (
+    AWS_CALL_FAILURES,
+    DependencyError,
+    InvalidInputError,
+    OutcomeUnknownError,
+    UploadRejectedError,
+    WriteConflictError,
+)
+from chalicelib.metadata import ImageMetadataStore, ImageRecord, RenditionRecord
+from chalicelib.storage import ImageStorage, object_key, rendition_key
+from chalicelib.validation import (
+    UploadRequest,
+    check_declared_type,
+    format_timestamp,
+    sanitize_filename,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Writes an image's objects (original and renditions) to S3 concurrently.
+_uploader = ThreadPoolExecutor(max_workers=4, thread_name_prefix="store")
+
+#: What a commit raises when it cannot tell or failed (see ``ImageMetadataStore.put_image``).
+_COMMIT_FAILURES: tuple[type[Exception], ...] = (OutcomeUnknownError, *AWS_CALL_FAILURES)
+#: Hex digits of the stored original's SHA-256 that name its objects' version.
+VERSION_DIGITS = 16
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What :meth:`Ingest.ingest` committed: ``record`` as stored, and ``created``:
+    whether this call committed it (False: an earlier or concurrent ingest of the same
+    upload did, and ``record`` is that one's)."""
+
+    record: ImageRecord
+    created: bool
+
+
+@dataclass(frozen=True)
+class _Object:
+    key: str
+    data: bytes
+    content_type: str
+
+
+class Ingest:
+    """Check, process, store and commit one image (see the module docstring).
+
+    Args:
+        storage: the image bucket.
+        metadata: the metadata table.
+        limits: size, pixel, frame limits and rendition sizes (from ``Settings``).
+        clock: the current time, timezone-aware.
+    """
+
+    def __init__(
+        self,
+        storage: ImageStorage,
+        metadata: ImageMetadataStore,
+        limits: imaging.ImageLimits,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.storage = storage
+        self.metadata = metadata
+        self.limits = limits
+        self._clock = clock
+
+    def check(self, request: UploadRequest) -> imaging.ImageInfo:
+        """Step 1 alone: refuse what the header rules out, writing nothing.
+
+        Raises:
+            InvalidInputError: the declared type contradicts the bytes.
+            PayloadTooLargeError, UnsupportedImageError: see ``imaging.probe``.
+        """
+        info = imaging.probe(request.data, self.limits, request.image_field)
+        check_declared_type(
+            request.declared_content_type, info.content_type, request.content_type_field
+        )
+        return info
+
+    def ingest(
+        self,
+        request: UploadRequest,
+        image_id: str,
+        *,
+        expected_sha256: str | None = None,
+        upload_id: str | None = None,
+    ) -> Ingested:
+        """Make ``request`` the image ``image_id``; returns its record as stored.
+
+        Args:
+            request: the bytes and the validated fields.
+            image_id: the id to store it under (new for ``POST /images``; the upload's
+                for a direct upload).
+            expected_sha256: hex digest the bytes as sent must have (``sha256`` of
+                ``POST /uploads``), or None.
+            upload_id: the direct upload this completes, or None.
+
+        Returns:
+            The committed record: this call's, or, when another ingest of the same
+            upload committed first, that one's (``created`` False).
+
+        Raises:
+            InvalidInputError, PayloadTooLargeError, UnsupportedImageError: the bytes
+                break a rule; nothing was written.
+            UploadRejectedError: another ingest of the same upload rejected it first.
+            DependencyError: S3 or DynamoDB failed; the message says whether the image
+                was saved, or that it cannot be told yet (and which id to check).
+        """
+        self.check(request)
+        if expected_sha256 is not None:
+            actual = hashlib.sha256(request.data).hexdigest()
+            if actual != expected_sha256:
+                raise InvalidInputError(
+                    "sha256", f"the bytes received have SHA-256 {actual}, not {expected_sha256}"
+                )
+        processed = imaging.process(request.data, self.limits, request.image_field)
+        record, objects = self._plan(request, image_id, processed)
+        self._store(record, objects)
+        return self._commit(record, upload_id)
+
+    def _plan(
+        self, request: UploadRequest, image_id: str, processed: imaging.ProcessedImage
+    ) -> tuple[ImageRecord, list[_Object]]:
+        """The record and the objects to store for ``processed``."""
+        info = processed.info
+        digest = hashlib.sha256(processed.original).hexdigest()
+        version = digest[:VERSION_DIGITS]
+        objects = [
+            _Object(
+                object_key(image_id, info.extension, version), processed.original, info.content_type
+            )
+        ]
+        renditions = []
+        for rendition in processed.renditions:
+            key = rendition_key(image_id, version, rendition.size)
+            objects.append(_Object(key, rendition.data, rendition.content_type))
+            renditions.append(
+                RenditionRecord(
+                    size=rendition.size,
+                    width=rendition.width,
+                    height=rendition.height,
+                    content_type=rendition.content_type,
+                    size_bytes=len(rendition.data),
+                    s3_key=key,
+                )
+            )
+        now = format_timestamp(self._clock())
+        record = ImageRecord(
+            image_id=image_id,
+            user_id=request.user_id,
+            title=request.title,
+            description=request.description,
+            tags=request.tags,
+            metadata=request.metadata,
+            filename=sanitize_filename(request.filename, info.extension),
+            content_type=info.content_type,
+            size_bytes=len(processed.original),
+            width=info.width,
+            height=info.height,
+            sha256=digest,
+            s3_key=objects[0].key,
+            created_at=now,
+            updated_at=now,
+            frames=info.frames,
+            taken_at=processed.taken_at,
+            placeholder=processed.placeholder,
+            dominant_color=processed.dominant_color,
+            renditions=renditions,
+        )
+        return record, objects
+
+    def _store(self, record: ImageRecord, objects: list[_Object]) -> None:
+        """Put every object; on any failure delete them all and raise.
+
+        Raises:
+            DependencyError: an S3 put failed; the image was not saved.
+        """
+        sha = record.sha256
+        futures = [
+            _uploader.submit(self.storage.put, item.key, item.data, item.content_type, sha)
+            for item in objects
+        ]
+        failure: Exception | None = None
+        for future in futures:
+            try:
+                future.result()
+            except AWS_CALL_FAILURES as exc:
+                failure = failure or exc
+        if failure is None:
+            return
+        logger.warning("ingest %s: S3 put failed", record.image_id, exc_info=failure)
+        # A put whose answer was lost may have landed: delete every key, not only those
+        # that answered. Bytes without a record are invisible; the sweep removes any
+        # that a late put writes after this.
+        self._delete_objects(record.object_keys, f"ingest {record.image_id}")
+        raise DependencyError("s3", "storing the image", failure, "the image was not saved; retry")
+
+    def _commit(self, record: ImageRecord, upload_id: str | None) -> Ingested:
+        """Step 4 with its failure handling (see the module docstring)."""
+        step = "saving the image's metadata"
+        try:
+            self.metadata.put_image(record, upload_id)
+            return Ingested(record, created=True)
+        except WriteConflictError:
+            return self._settle_conflict(record, upload_id)
+        except OutcomeUnknownError as exc:
+            logger.warning("ingest %s: the commit's answer was lost; again", record.image_id)
+            first_error: Exception = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+        except AWS_CALL_FAILURES as exc:
+            logger.warning("ingest %s: commit failed", record.image_id, exc_info=True)
+            self._delete_objects(record.object_keys, f"ingest {record.image_id}")
+            raise DependencyError("dynamodb", step, exc, "the image was not saved; retry") from exc
+        # The first transaction may commit, or have committed: drive the same one again.
+        try:
+            self.metadata.put_image(record, upload_id)
+            return Ingested(record, created=True)
+        except WriteConflictError:
+            return self._settle_conflict(record, upload_id)
+        except _COMMIT_FAILURES:
+            logger.warning("ingest %s: the second commit failed too", record.image_id)
+        # Neither answer arrived: one of them may still have committed. A consistent
+        # read can prove it did; it cannot prove it won't, so nothing is undone.
+        try:
+            committed = self.metadata.get_image(record.image_id)
+        except AWS_CALL_FAILURES:
+            committed = None
+        if committed is not None:
+            return Ingested(committed, created=committed == record)
+        logger.warning("ingest %s: outcome unknown", record.image_id)
+        where = f"GET /uploads/{upload_id}" if upload_id else f"GET /images/{record.image_id}"
+        outcome = (
+            f"the image may have been saved as {record.image_id}: {where} tells; "
+            "it becomes complete or is removed on its own"
+        )
+        raise DependencyError("dynamodb", step, first_error, outcome) from first_error
+
+    def _settle_conflict(self, record: ImageRecord, upload_id: str | None) -> Ingested:
+        """The transaction's conditions failed: another ingest of this image committed
+        (or rejected the upload), or an earlier attempt of this one did. Return the
+        committed record; delete this ingest's objects that it does not name.
+
+        Raises:
+            UploadRejectedError: the upload was rejected.
+            DependencyError: the winner cannot be read.
+        """
+        step = "reading the committed image"
+        try:
+            if upload_id is not None:
+                upload = self.metadata.get_upload(upload_id)
+                if upload is not None and upload.status in ("rejected", "expired"):
+                    self._delete_objects(record.object_keys, f"ingest {record.image_id}")
+                    error = upload.error or {
+                        "Code": "GoneError",
+                        "Message": "upload_id: the upload expired",
+                    }
+                    raise UploadRejectedError(error["Code"], error["Message"])
+            committed = self.metadata.get_image(record.image_id)
+        except AWS_CALL_FAILURES as exc:
+            outcome = f"the image may have been saved as {record.image_id}; retry"
+            raise DependencyError("dynamodb", step, exc, outcome) from exc
+        if committed is None:
+            # An image item existed a moment ago but is gone: deleted by its owner
+            # right after it committed. Nothing of this ingest is kept.
+            self._delete_objects(record.object_keys, f"ingest {record.image_id}")
+            raise WriteConflictError(f"image_id: {record.image_id} was deleted meanwhile")
+        kept = set(committed.object_keys)
+        stale = [key for key in record.object_keys if key not in kept]
+        if stale:
+            self._delete_objects(stale, f"ingest {record.image_id} (lost the race)")
+        # Equal records: this ingest's own transaction committed on an earlier attempt.
+        return Ingested(committed, created=committed == record)
+
+    def _delete_objects(self, keys: list[str], what: str) -> None:
+        """Delete ``keys``; a failure is logged, the sweep removes what is left."""
+        for key in keys:
+            try:
+                self.storage.delete(key)
+            except Exception:
+                logger.exception("%s: object %s was not deleted; the sweep will", what, key)

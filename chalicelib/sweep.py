@@ -1,0 +1,299 @@
+"""The sweep: removes what no request leaves behind but a crash, a lost answer or a
+lost event can (SPEC, *Sweep*). The scheduled Lambda (``app.sweep``) and ``make
+reconcile`` run this same code.
+
+What it finds, in four phases, each read in bounded slices (one ``ListObjectsV2`` call
+or one Scan page of at most ``slice_items``):
+
+- ``images``, ``renditions``: objects no image record names (``orphan_objects``);
+  fix: deleted.
+- ``uploads``: uploaded objects of no pending upload (``orphan_upload_objects``; fix:
+  deleted), and pending uploads whose bytes arrived but were never ingested, a lost
+  event or a crash mid-ingest (``unfinished_uploads``; fix: finished through the
+  ingest pipeline, exactly as ``complete`` would).
+- ``table``: image records whose original is missing (``orphan_records``; fix: the
+  record, its tag items and renditions deleted), tag items without their image
+  (``orphan_memberships``; fix: deleted, conditionally), pending uploads past their
+  expiry (``expired_uploads``; fix: finished if their bytes arrived in time, else
+  marked ``expired``, and their object deleted).
+
+Nothing younger than the grace period (``SWEEP_GRACE_SECONDS``) is touched: a request
+may still be writing it. Every candidate is read again, directly, before it is removed
+(a record written between the listing and the check is not an orphan), and every
+removal of metadata is conditional (``ImageMetadataStore.delete_orphan_membership``,
+the upload's ``pending`` condition).
+
+Resumable: the scheduled run does ``max_slices`` slices and keeps its position in the
+table (``SWEEP``/``CURSOR``), so a large bucket or table never needs one long run; the
+next run continues there, and after the last phase starts again at the first.
+``make reconcile`` sweeps from start to end, reporting only unless ``--fix``.
+
+Usage: ``python -m chalicelib.sweep [--fix] [--grace-minutes 60]``; prints the report
+as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from chalicelib.config import Settings
+from chalicelib.errors import ImageNotFoundError, ImageServiceError
+from chalicelib.metadata import TableItem, UploadRecord
+from chalicelib.service import ImageService
+from chalicelib.storage import (
+    KEY_PREFIX,
+    RENDITION_PREFIX,
+    UPLOAD_PREFIX,
+    StoredObject,
+    image_id_of_key,
+    upload_key,
+)
+from chalicelib.validation import parse_timestamp
+
+logger = logging.getLogger(__name__)
+
+PHASES = ("images", "renditions", "uploads", "table")
+_PREFIXES = {"images": KEY_PREFIX, "renditions": RENDITION_PREFIX, "uploads": UPLOAD_PREFIX}
+#: Items per slice: one ListObjectsV2 call (at most 1000 keys) or one Scan page.
+DEFAULT_SLICE_ITEMS = 500
+#: Slices per scheduled run: a few thousand items, well inside the function's timeout.
+SCHEDULED_SLICES = 10
+
+
+@dataclass
+class SweepReport:
+    """What one run found and, with ``fixed``, removed or finished.
+
+    Attributes:
+        orphan_objects: ``images/`` and ``renditions/`` keys no record names.
+        orphan_upload_objects: ``uploads/`` keys of no pending upload.
+        unfinished_uploads: ids of pending uploads whose bytes arrived and were never
+            ingested (a lost event, a crash mid-ingest).
+        orphan_records: ids of images whose original object is missing.
+        orphan_memberships: ``{"pk", "sk", "image_id"}`` of tag items without an image.
+        expired_uploads: ids of uploads left pending past their expiry.
+        fixed: whether the above were acted on.
+        done: whether the run reached the end of the last phase.
+    """
+
+    orphan_objects: list[str] = field(default_factory=list)
+    orphan_upload_objects: list[str] = field(default_factory=list)
+    unfinished_uploads: list[str] = field(default_factory=list)
+    orphan_records: list[str] = field(default_factory=list)
+    orphan_memberships: list[dict[str, str]] = field(default_factory=list)
+    expired_uploads: list[str] = field(default_factory=list)
+    fixed: bool = False
+    done: bool = False
+
+    @property
+    def clean(self) -> bool:
+        """Whether nothing of any kind was found."""
+        return not (
+            self.orphan_objects
+            or self.orphan_upload_objects
+            or self.unfinished_uploads
+            or self.orphan_records
+            or self.orphan_memberships
+            or self.expired_uploads
+        )
+
+
+class Sweep:
+    """One sweep over the bucket and the table of ``service``.
+
+    Args:
+        service: the wired service (its storage, metadata and direct uploads are used).
+        fix: act on what is found; otherwise only report.
+        grace: nothing younger than this is touched.
+        clock: the current time, timezone-aware (tests pass a later one).
+        slice_items: items per slice (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        service: ImageService,
+        *,
+        fix: bool,
+        grace: timedelta,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        slice_items: int = DEFAULT_SLICE_ITEMS,
+    ) -> None:
+        self.service = service
+        self.fix = fix
+        self.grace = grace
+        self._clock = clock
+        self.slice_items = slice_items
+
+    @classmethod
+    def scheduled(cls, service: ImageService) -> Sweep:
+        """The sweep the schedule runs: fixing, with ``SWEEP_GRACE_SECONDS`` of grace."""
+        return cls(service, fix=True, grace=timedelta(seconds=service.settings.sweep_grace_seconds))
+
+    def run(self, max_slices: int | None = SCHEDULED_SLICES, resume: bool = True) -> SweepReport:
+        """Sweep ``max_slices`` slices (None: to the end).
+
+        Args:
+            max_slices: most slices to read in this run.
+            resume: start where the last resumable run stopped, and save where this
+                one stops (the scheduled sweep); False sweeps from the start and keeps
+                no cursor (``make reconcile``).
+
+        Raises:
+            botocore.exceptions.ClientError and other AWS failures: what was fixed
+                before stays fixed; the next run continues (from the saved cursor).
+        """
+        metadata = self.service.metadata
+        cursor = (metadata.get_sweep_cursor() if resume else None) or {"phase": PHASES[0]}
+        phase, position = str(cursor["phase"]), cursor.get("position")
+        if phase not in PHASES:
+            phase, position = PHASES[0], None
+        report = SweepReport(fixed=self.fix)
+        slices = 0
+        while max_slices is None or slices < max_slices:
+            position = self._slice(phase, position, report)
+            slices += 1
+            if position is None:
+                index = PHASES.index(phase) + 1
+                if index == len(PHASES):
+                    report.done = True
+                    phase = PHASES[0]
+                    break
+                phase = PHASES[index]
+        if resume and self.fix:
+            metadata.put_sweep_cursor(
+                None if report.done else {"phase": phase, "position": position}
+            )
+        logger.info("sweep: %s", json.dumps(asdict(report)))
+        return report
+
+    # --- slices -----------------------------------------------------------------------
+
+    def _slice(self, phase: str, position: Any, report: SweepReport) -> Any:
+        """Sweep one slice of ``phase`` from ``position``; returns the next position
+        (None: the phase is done)."""
+        if phase == "table":
+            items, resume = self.service.metadata.scan_slice(position, self.slice_items)
+            for item in items:
+                self._table_item(item, report)
+            return resume
+        objects, after = self.service.storage.iter_objects_after(
+            _PREFIXES[phase], position, self.slice_items
+        )
+        for stored in objects:
+            if self._young(stored.last_modified):
+                continue
+            if phase == "uploads":
+                self._upload_object(stored, report)
+            else:
+                self._image_object(stored, report)
+        return after
+
+    def _image_object(self, stored: StoredObject, report: SweepReport) -> None:
+        image_id = image_id_of_key(stored.key)
+        record = None if image_id is None else self.service.metadata.get_image(image_id)
+        if record is not None and stored.key in record.object_keys:
+            return
+        report.orphan_objects.append(stored.key)
+        if self.fix:
+            logger.info("deleting %s: no image record names it", stored.key)
+            self.service.storage.delete(stored.key)
+
+    def _upload_object(self, stored: StoredObject, report: SweepReport) -> None:
+        upload_id = stored.key[len(UPLOAD_PREFIX) :]
+        upload = self.service.metadata.get_upload(upload_id)
+        if upload is not None and upload.status == "pending":
+            report.unfinished_uploads.append(upload_id)
+            if self.fix:
+                self._finish(upload)
+            return
+        report.orphan_upload_objects.append(stored.key)
+        if self.fix:
+            logger.info("deleting %s: it belongs to no pending upload", stored.key)
+            self.service.storage.delete(stored.key)
+
+    def _table_item(self, item: TableItem, report: SweepReport) -> None:
+        if item.created_at is None or self._young(parse_timestamp(item.created_at)):
+            return
+        metadata, storage = self.service.metadata, self.service.storage
+        if item.kind == "image" and item.record is not None:
+            record = item.record
+            if storage.exists(record.s3_key) or metadata.get_image(record.image_id) is None:
+                return
+            report.orphan_records.append(record.image_id)
+            if self.fix:
+                logger.info("deleting image %s: its original is missing", record.image_id)
+                try:
+                    metadata.delete_image(record, owner=None)
+                except ImageNotFoundError:
+                    return
+                for key in record.object_keys:
+                    storage.delete(key)
+        elif item.kind == "membership" and item.image_id is not None:
+            if metadata.get_image(item.image_id) is not None:
+                return
+            membership = {"pk": item.pk, "sk": item.sk, "image_id": item.image_id}
+            report.orphan_memberships.append(membership)
+            if self.fix and not metadata.delete_orphan_membership(membership):
+                logger.info("tag item %s kept: its image exists now", membership)
+        elif item.kind == "upload" and item.upload is not None:
+            upload = item.upload
+            expired = self._clock() > parse_timestamp(upload.expires_at) + self.grace
+            if upload.status != "pending" or not expired:
+                return
+            report.expired_uploads.append(upload.upload_id)
+            if self.fix:
+                self._finish(upload)
+                storage.delete(upload_key(upload.upload_id))
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _finish(self, upload: UploadRecord) -> None:
+        """Drive ``upload`` to its end through the same code ``complete`` runs: bytes
+        that arrived in time are ingested, anything else expires or is rejected."""
+        try:
+            ingested = self.service.uploads.finish(upload)
+        except ImageServiceError as exc:
+            logger.info("upload %s ended: %s", upload.upload_id, exc)
+        else:
+            logger.info("upload %s finished as %s", upload.upload_id, ingested.record.image_id)
+
+    def _young(self, moment: datetime) -> bool:
+        return self._clock() - moment < self.grace
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``make reconcile``: the whole sweep, settings from the environment like the
+    Lambda's. Prints the report as JSON on stdout and returns 0 (found or not); S3 or
+    DynamoDB errors propagate (exit status 1 with a traceback)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--fix", action="store_true", help="remove what is found")
+    parser.add_argument(
+        "--grace-minutes",
+        type=float,
+        default=None,
+        help="leave alone what is younger than this (default: SWEEP_GRACE_SECONDS)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    settings = Settings.from_env()
+    grace = (
+        timedelta(seconds=settings.sweep_grace_seconds)
+        if args.grace_minutes is None
+        else timedelta(minutes=args.grace_minutes)
+    )
+    service = ImageService.from_settings(settings)
+    report = Sweep(service, fix=args.fix, grace=grace).run(max_slices=None, resume=False)
+    print(json.dumps(asdict(report), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""Direct uploads: the bytes go from the client straight to S3, never through the API.
+
+``POST /uploads`` validates the image's fields and writes a ``pending`` upload item
+(with a TimeToLive), then answers an S3 presigned POST for ``uploads/{upload_id}``. The
+client posts the bytes to S3; then either ``POST /uploads/{id}/complete`` or the
+bucket's notification (``app.on_upload_created``) hands the object to
+:meth:`DirectUploads.finish`, which checks what S3 should have enforced (the object's
+size, that it arrived before the expiry) and gives it to the one ingest pipeline
+(``chalicelib.ingest``). The pipeline's transaction moves the upload to ``ready``; a
+refused object moves it to ``rejected`` (conditional on ``pending`` too), so whatever
+calls first decides, and every later call answers the same.
+
+Upload item states: ``pending`` -> ``ready`` | ``rejected`` | ``expired``, each move a
+conditional write from ``pending``. The object under ``uploads/`` is deleted once the
+upload has left ``pending``; a lifecycle rule and the sweep remove what a crash leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from chalicelib.config import Settings
+from chalicelib.errors import (
+    AWS_CALL_FAILURES,
+    DependencyError,
+    ImageNotFoundError,
+    InvalidInputError,
+    MissingIdentityError,
+    NotOwnerError,
+    PayloadTooLargeError,
+    UploadExpiredError,
+    UploadNotFoundError,
+    UploadNotReceivedError,
+    UploadRejectedError,
+    error_code,
+)
+from chalicelib.ingest import Ingest, Ingested
+from chalicelib.metadata import ImageMetadataStore, ImageRecord, UploadRecord
+from chalicelib.storage import UPLOAD_PREFIX, ImageStorage, StoredObject, upload_key
+from chalicelib.validation import UploadRequest, UploadStart, format_timestamp, parse_timestamp
+
+logger = logging.getLogger(__name__)
+
+#: How long an upload item outlives its expiry before DynamoDB's TTL may delete it, in
+#: seconds: ``GET /uploads/{id}`` answers for a day after ``expires_at``, and the sweep
+#: has that long to finish an upload whose bytes arrived in time but whose event was lost.
+UPLOAD_RETENTION_SECONDS = 24 * 3600
+#: The form part a presigned POST carries the file in.
+FILE_FIELD = "file"
+#: How often :meth:`DirectUploads.finish` starts over when the object changes under it.
+_MAX_ROUNDS = 3
+
+
+class DirectUploads:
+    """Start, inspect and finish direct uploads.
+
+    Args:
+        storage: the image bucket (presigned POSTs, the uploaded objects).
+        metadata: the metadata table (upload items).
+        ingest: the pipeline that turns an uploaded object into an image.
+        settings: ``max_image_bytes``, ``upload_expires_seconds``.
+        clock: the current time, timezone-aware.
+    """
+
+    def __init__(
+        self,
+        storage: ImageStorage,
+        metadata: ImageMetadataStore,
+        ingest: Ingest,
+        settings: Settings,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.storage = storage
+        self.metadata = metadata
+        self.ingest = ingest
+        self.settings = settings
+        self._clock = clock
+
+    def start(self, start: UploadStart) -> dict[str, Any]:
+        """Write a pending upload and answer its presigned POST.
+
+        Returns:
+            ``{"upload_id", "image_id", "status": "pending", "expires_at", "upload":
+            {"method": "POST", "url", "fields", "file_field", "max_bytes"}}``; the
+            policy allows exactly ``start.size_bytes`` bytes when declared, else 1 to
+            ``MAX_IMAGE_BYTES``, and expires after ``UPLOAD_EXPIRES_SECONDS``.
+
+        Raises:
+            DependencyError: DynamoDB failed; nothing usable was written (an item
+                written without its answer is a pending upload nobody can post to,
+                which expires).
+        """
+        upload_id, image_id = str(uuid.uuid4()), str(uuid.uuid4())
+        now = self._clock()
+        expires = now + timedelta(seconds=self.settings.upload_expires_seconds)
+        upload = UploadRecord(
+            upload_id=upload_id,
+            image_id=image_id,
+            user_id=start.user_id,
+            title=start.title,
+            description=start.description,
+            tags=start.tags,
+            metadata=start.metadata,
+            filename=start.filename,
+            content_type=start.declared_content_type,
+            size_bytes=start.size_bytes,
+            sha256=start.sha256,
+            status="pending",
+            created_at=format_timestamp(now),
+            expires_at=format_timestamp(expires),
+        )
+        try:
+            self.metadata.put_upload(upload, int(expires.timestamp()) + UPLOAD_RETENTION_SECONDS)
+        except AWS_CALL_FAILURES as exc:
+            logger.warning("upload %s: writing the upload item failed", upload_id, exc_info=True)
+            outcome = "no upload was started; retry"
+            raise DependencyError("dynamodb", "starting the upload", exc, outcome) from exc
+        low = start.size_bytes or 1
+        high = start.size_bytes or self.settings.max_image_bytes
+        post = self.storage.presigned_post(
+            upload_key(upload_id), low, high, self.settings.upload_expires_seconds
+        )
+        return {
+            **self._summary(upload, "pending"),
+            "upload": {
+                "method": "POST",
+                "url": post["url"],
+                "fields": post["fields"],
+                "file_field": FILE_FIELD,
+                "max_bytes": high,
+            },
+        }
+
+    def status(self, upload_id: str) -> dict[str, Any]:
+        """``{"upload_id", "image_id", "status", "expires_at"}`` plus ``"image"`` (the
+        record) when ready or ``"error"`` (``{"Code", "Message"}``) when rejected.
+
+        A pending upload past its expiry whose bytes did not arrive in time reports
+        ``expired``.
+
+        Raises:
+            UploadNotFoundError: no such upload.
+            DependencyError: DynamoDB or S3 failed.
+        """
+        upload = self._get(upload_id)
+        status = upload.status
+        body = self._summary(upload, status)
+        if status == "ready":
+            body["image"] = self._read_image(upload).to_dict()
+        elif status == "rejected" and upload.error is not None:
+            body["error"] = upload.error
+        elif status == "pending" and self._past_expiry(upload):
+            stored = self._head(upload)
+            if stored is None or not self._arrived_in_time(upload, stored):
+                body["status"] = "expired"
+        return body
+
+    def complete(self, upload_id: str, caller: str | None) -> Ingested:
+        """``POST /uploads/{upload_id}/complete``: finish the upload now, as its uploader.
+
+        Returns:
+            The image (``created`` False when it was completed before).
+
+        Raises:
+            UploadNotFoundError: no such upload.
+            MissingIdentityError: ``caller`` is None; NotOwnerError: not the uploader.
+            UploadNotReceivedError: no object yet (409). UploadExpiredError: expired (410).
+            InvalidInputError, PayloadTooLargeError, UnsupportedImageError,
+                UploadRejectedError: the bytes were refused (now or before); the object
+                is deleted and the upload is ``rejected``.
+            DependencyError: S3 or DynamoDB failed (see ``chalicelib.ingest``).
+        """
+        upload = self._get(upload_id)
+        if not caller:
+            raise MissingIdentityError("X-User-Id: missing; say who you are to complete an upload")
+        if caller != upload.user_id:
+            raise NotOwnerError("user_id: only the uploader may complete this upload")
+        return self.finish(upload)
+
+    def on_object_created(self, key: str) -> None:
+        """The S3 notification for ``key`` under ``uploads/``: finish that upload.
+
+        Idempotent: S3 delivers at least once and in any order. Refusals (the
+        client's fault) are recorded on the upload and logged, not raised; an object
+        that belongs to no upload is deleted.
+
+        Raises:
+            DependencyError: S3 or DynamoDB failed; Lambda retries the event.
+        """
+        upload_id = key[len(UPLOAD_PREFIX) :] if key.startswith(UPLOAD_PREFIX) else ""
+        try:
+            upload = self._get(upload_id)
+        except UploadNotFoundError:
+            logger.warning("object %s belongs to no upload; deleting it", key)
+            self._delete_object(key)
+            return
+        try:
+            ingested = self.finish(upload)
+        except (InvalidInputError, UploadRejectedError, UploadExpiredError) as exc:
+            logger.info("upload %s refused: %s", upload_id, exc)
+        except UploadNotReceivedError:
+            logger.info("upload %s: the object of this event is gone", upload_id)
+        else:
+            logger.info("upload %s is image %s", upload_id, ingested.record.image_id)
+
+    def finish(self, upload: UploadRecord) -> Ingested:
+        """Finish ``upload`` from whatever state it is in (``complete``, the S3 event
+        and the sweep all come here). Raises as :meth:`complete` does, but for the
+        identity checks."""
+        for _ in range(_MAX_ROUNDS):
+            if upload.status != "pending":
+                return self._settled(upload)
+            stored = self._head(upload)
+            if stored is None:
+                # Consumed by an ingest that finished since this one read the item?
+                latest = self._get(upload.upload_id)
+                if latest.status != "pending":
+                    upload = latest
+                    continue
+                if self._past_expiry(upload):
+                    upload = self._move(upload, "expired", None)
+                    continue
+                raise UploadNotReceivedError(
+                    f"upload_id: no bytes received yet for {upload.upload_id}: "
+                    "POST them to upload.url with upload.fields first"
+                )
+            if not self._arrived_in_time(upload, stored):
+                upload = self._move(upload, "expired", None)
+                continue
+            try:
+                self._check_object(upload, stored)
+                data = self._read(stored)
+                if data is None:  # replaced or removed since the HEAD: look again
+                    upload = self._get(upload.upload_id)
+                    continue
+                ingested = self.ingest.ingest(
+                    _as_request(upload, data),
+                    upload.image_id,
+                    expected_sha256=upload.sha256,
+                    upload_id=upload.upload_id,
+                )
+            except InvalidInputError as exc:
+                upload = self._move(upload, "rejected", exc)
+                continue
+            self._delete_object(stored.key)
+            return ingested
+        raise DependencyError(
+            "s3",
+            "reading the uploaded object",
+            RuntimeError("the object kept changing"),
+            "the upload is still pending; retry",
+        )
+
+    # --- steps ------------------------------------------------------------------------
+
+    def _settled(self, upload: UploadRecord) -> Ingested:
+        """The answer for an upload that left ``pending``; its object, if any, goes."""
+        self._delete_object(upload_key(upload.upload_id))
+        if upload.status == "ready":
+            return Ingested(self._read_image(upload), created=False)
+        if upload.status == "expired":
+            raise UploadExpiredError(
+                f"upload_id: upload {upload.upload_id} expired at {upload.expires_at}; "
+                "start a new one with POST /uploads"
+            )
+        error = upload.error or {"Code": "BadRequestError", "Message": "upload_id: rejected"}
+        raise UploadRejectedError(error["Code"], error["Message"])
+
+    def _move(
+        self, upload: UploadRecord, status: str, error: InvalidInputError | None
+    ) -> UploadRecord:
+        """Move ``upload`` out of pending (conditionally); returns it as it now stands."""
+        body = None if error is None else {"Code": error_code(error), "Message": str(error)}
+        try:
+            self.metadata.finish_upload(upload.upload_id, status, body)
+        except AWS_CALL_FAILURES as exc:
+            raise DependencyError(
+                "dynamodb", f"marking the upload {status}", exc, "the upload is unchanged; retry"
+            ) from exc
+        # Whoever won, the item now says how the upload ended.
+        return self._get(upload.upload_id)
+
+    def _check_object(self, upload: UploadRecord, stored: StoredObject) -> None:
+        """What the presigned POST's policy forbids, checked again from the HEAD, so an
+        emulator or a misconfigured bucket cannot let it through.
+
+        Raises:
+            PayloadTooLargeError: more than ``MAX_IMAGE_BYTES``.
+            InvalidInputError: empty, or not the declared ``size_bytes``.
+        """
+        limit = self.settings.max_image_bytes
+        if stored.size_bytes > limit:
+            raise PayloadTooLargeError(
+                FILE_FIELD, f"the image is {stored.size_bytes} bytes, the limit is {limit} bytes"
+            )
+        if stored.size_bytes == 0:
+            raise InvalidInputError(FILE_FIELD, "the image is empty")
+        if upload.size_bytes is not None and stored.size_bytes != upload.size_bytes:
+            raise InvalidInputError(
+                "size_bytes",
+                f"declared {upload.size_bytes} bytes, received {stored.size_bytes} bytes",
+            )
+
+    def _past_expiry(self, upload: UploadRecord) -> bool:
+        return self._clock() > parse_timestamp(upload.expires_at)
+
+    def _arrived_in_time(self, upload: UploadRecord, stored: StoredObject) -> bool:
+        """S3 refuses a presigned POST after its expiry; so must we, after the fact."""
+        # S3's Last-Modified has one-second precision.
+        return stored.last_modified <= parse_timestamp(upload.expires_at) + timedelta(seconds=1)
+
+    def _get(self, upload_id: str) -> UploadRecord:
+        try:
+            uuid.UUID(upload_id)
+        except ValueError:
+            raise UploadNotFoundError(upload_id) from None
+        try:
+            upload = self.metadata.get_upload(upload_id)
+        except AWS_CALL_FAILURES as exc:
+            raise DependencyError(
+                "dynamodb", "reading the upload", exc, "nothing was changed; retry"
+            ) from exc
+        if upload is None:
+            raise UploadNotFoundError(upload_id)
+        return upload
+
+    def _read_image(self, upload: UploadRecord) -> ImageRecord:
+        try:
+            record = self.metadata.get_image(upload.image_id)
+        except AWS_CALL_FAILURES as exc:
+            raise DependencyError(
+                "dynamodb", "reading the image", exc, "nothing was changed; retry"
+            ) from exc
+        if record is None:  # completed, then deleted by its owner
+            raise ImageNotFoundError(upload.image_id)
+        return record
+
+    def _head(self, upload: UploadRecord) -> StoredObject | None:
+        try:
+            return self.storage.head(upload_key(upload.upload_id))
+        except AWS_CALL_FAILURES as exc:
+            raise DependencyError(
+                "s3", "looking for the uploaded object", exc, "the upload is still pending; retry"
+            ) from exc
+
+    def _read(self, stored: StoredObject) -> bytes | None:
+        try:
+            return self.storage.get(stored)
+        except AWS_CALL_FAILURES as exc:
+            raise DependencyError(
+                "s3", "reading the uploaded object", exc, "the upload is still pending; retry"
+            ) from exc
+
+    def _delete_object(self, key: str) -> None:
+        try:
+            self.storage.delete(key)
+        except Exception:
+            logger.exception("uploaded object %s was not deleted; the sweep will", key)
+
+    @staticmethod
+    def _summary(upload: UploadRecord, status: str) -> dict[str, Any]:
+        return {
+            "upload_id": upload.upload_id,
+            "image_id": upload.image_id,
+            "status": status,
+            "expires_at": upload.expires_at,
+        }
+
+
+def _as_request(upload: UploadRecord, data: bytes) -> UploadRequest:
+    """The uploaded object with the fields validated by ``POST /uploads``."""
+    return UploadRequest(
+        data=data,
+        image_field=FILE_FIELD,
+        filename=upload.filename,
+        declared_content_type=upload.content_type,
+        content_type_field="content_type",
+        user_id=upload.user_id,
+        title=upload.title,
+        description=upload.description,
+        tags=upload.tags,
+        metadata=upload.metadata,
+    )
