@@ -540,13 +540,7 @@ def test_upload_handler_policy_allows_ingest_only(
         f"{bucket_arn}/{UPLOAD_PREFIX}*": {"s3:GetObject", "s3:DeleteObject"},
         f"{bucket_arn}/{KEY_PREFIX}*": {"s3:PutObject", "s3:DeleteObject"},
         f"{bucket_arn}/{RENDITION_PREFIX}*": {"s3:PutObject", "s3:DeleteObject"},
-        table_arn: {
-            "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:DeleteItem",
-            "dynamodb:ConditionCheckItem",
-        },
+        table_arn: {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
     }
 
 
@@ -561,18 +555,17 @@ def test_sweep_policy_is_the_only_one_with_scan(
     assert granted == {
         log_arn: {"logs:CreateLogStream", "logs:PutLogEvents"},
         bucket_arn: {"s3:ListBucket"},
-        f"{bucket_arn}/{KEY_PREFIX}*": objects,
+        f"{bucket_arn}/{KEY_PREFIX}*": objects | {"s3:PutObject"},
         f"{bucket_arn}/{UPLOAD_PREFIX}*": objects,
-        f"{bucket_arn}/{RENDITION_PREFIX}*": objects,
+        f"{bucket_arn}/{RENDITION_PREFIX}*": objects | {"s3:PutObject"},
         table_arn: {
-            "dynamodb:Query",
             "dynamodb:Scan",
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
             "dynamodb:DeleteItem",
+            "dynamodb:ConditionCheckItem",
         },
-        f"{table_arn}/index/*": {"dynamodb:Query"},
     }
 
 

@@ -130,9 +130,12 @@ def test_the_handler_is_app_on_upload_created_and_ingests_the_key(
     s3, sqs = aws
     ingested: list[str] = []
 
-    class Service:
-        def ingest_uploaded_object(self, key: str) -> None:
+    class Uploads:
+        def on_object_created(self, key: str) -> None:
             ingested.append(key)
+
+    class Service:
+        uploads = Uploads()
 
     monkeypatch.setattr(app_module, "image_service", Service)
     handler = app_handler()

@@ -294,43 +294,46 @@ def test_the_api_function_may_do_what_requests_need_and_no_scan() -> None:
 
 
 def test_the_upload_handler_may_only_ingest() -> None:
+    # What uploads.on_object_created -> ingest calls: HeadObject/GetObject/DeleteObject
+    # of uploads/{id}; PutObject of the image and renditions, DeleteObject of them when
+    # the commit fails or lost a race; GetItem (upload, image), the commit's
+    # TransactWriteItems (authorized item by item: Put of the image and tag items,
+    # Update of the upload) and the feed month marker (PutItem), UpdateItem (rejected).
+    # No Query, no Scan, no DeleteItem, no index.
     assert _policy("on_upload_created") == {
         "${var.upload_handler_log_group_arn}:*": LOGS,
         # HeadObject (s3:GetObject) of an object gone since (a repeated event) is a 404
         # only with ListBucket, a 403 without.
         BUCKET: {"s3:ListBucket"},
         UPLOADS: {"s3:GetObject", "s3:DeleteObject"},
-        # Store the image and its renditions; remove them when the commit fails.
         IMAGES: {"s3:PutObject", "s3:DeleteObject"},
         RENDITIONS: {"s3:PutObject", "s3:DeleteObject"},
-        # TransactWriteItems is authorized item by item: Put, Update, Delete, ConditionCheck.
+        TABLE: {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+    }
+
+
+def test_the_sweep_is_the_one_function_that_may_scan() -> None:
+    # What chalicelib/sweep.py calls: ListObjectsV2 slices of each prefix, HeadObject of
+    # an image's original, DeleteObject of leftovers; a bounded, resumable Scan (the one
+    # Scan allowed: not a request path) with its cursor item (GetItem/PutItem/
+    # DeleteItem); image and tag item deletes (TransactWriteItems: Delete, and a
+    # ConditionCheck that the image is gone); and uploads whose bytes arrived are
+    # finished through ingest (PutObject of image and renditions, UpdateItem).
+    objects = {"s3:GetObject", "s3:DeleteObject"}
+    assert _policy("sweep") == {
+        "${var.sweep_log_group_arn}:*": LOGS,
+        BUCKET: {"s3:ListBucket"},
+        IMAGES: objects | {"s3:PutObject"},
+        UPLOADS: objects,
+        RENDITIONS: objects | {"s3:PutObject"},
         TABLE: {
+            "dynamodb:Scan",
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:UpdateItem",
             "dynamodb:DeleteItem",
             "dynamodb:ConditionCheckItem",
         },
-    }
-
-
-def test_the_sweep_is_the_one_function_that_may_scan() -> None:
-    assert _policy("sweep") == {
-        "${var.sweep_log_group_arn}:*": LOGS,
-        BUCKET: {"s3:ListBucket"},
-        IMAGES: {"s3:GetObject", "s3:DeleteObject"},
-        UPLOADS: {"s3:GetObject", "s3:DeleteObject"},
-        RENDITIONS: {"s3:GetObject", "s3:DeleteObject"},
-        # Bounded, resumable Scan slices; its cursor is an item (PutItem/GetItem).
-        TABLE: {
-            "dynamodb:Query",
-            "dynamodb:Scan",
-            "dynamodb:GetItem",
-            "dynamodb:PutItem",
-            "dynamodb:UpdateItem",
-            "dynamodb:DeleteItem",
-        },
-        f"{TABLE}/index/*": {"dynamodb:Query"},
     }
     scanners = [
         function
