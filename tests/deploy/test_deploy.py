@@ -27,11 +27,12 @@ import os
 import select
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import boto3
 import pytest
@@ -206,14 +207,18 @@ def _swagger_security(packaged_infra: Path) -> dict[str, dict[str, Any]]:
     return result
 
 
-def test_the_packaged_api_secures_exactly_the_images_routes(packaged_infra: Path) -> None:
+def test_the_packaged_api_secures_exactly_the_images_and_uploads_routes(
+    packaged_infra: Path,
+) -> None:
     security = _swagger_security(packaged_infra)
     assert set(security) == {"none", "jwt", "cognito"}
     for mode, authorizer in [("none", None), ("jwt", "jwt_auth"), ("cognito", "cognito_user_pool")]:
         for operation, requirement in security[mode].items():
-            protected = operation.split(" ", 1)[1].startswith("/images") and authorizer
+            path = operation.split(" ", 1)[1]
+            protected = path.split("/")[1] in ("images", "uploads") and authorizer
             assert requirement == ([{authorizer: []}] if protected else None), (mode, operation)
         assert any(operation.endswith(" /health") for operation in security[mode])
+        assert "POST /uploads" in security[mode]
 
 
 @pytest.mark.parametrize(
@@ -858,3 +863,230 @@ def test_events_are_api_gateway_rest_proxy_events() -> None:
     upload = load_event("apigw_rest_post_images_multipart.json")
     assert upload["isBase64Encoded"] is True
     assert upload["headers"]["Content-Type"].startswith("multipart/form-data; boundary=")
+
+
+# --- Direct uploads: the packaged S3 notification handler and the scheduled sweep -----
+
+
+def api_event(
+    method: str,
+    path: str,
+    resource: str | None = None,
+    body: dict[str, Any] | None = None,
+    path_parameters: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """An API Gateway REST proxy event for ``method path`` (JSON ``body``), built from the
+    recorded ``GET /health`` event."""
+    event = load_event("apigw_rest_get_health.json")
+    resource = resource or path
+    event.update(
+        resource=resource,
+        path=path,
+        httpMethod=method,
+        pathParameters=path_parameters,
+        body=None if body is None else json.dumps(body),
+    )
+    event["requestContext"].update(resourcePath=resource, httpMethod=method, path=f"/api{path}")
+    if body is not None:
+        event["headers"]["Content-Type"] = "application/json"
+        event["multiValueHeaders"]["Content-Type"] = ["application/json"]
+    return event
+
+
+def s3_event(bucket: str, key: str, size: int, etag: str) -> dict[str, Any]:
+    """The event S3 invokes a notified Lambda with for a presigned POST to ``key``."""
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": REGION,
+                "eventTime": "2026-11-21T10:30:00.000Z",
+                "eventName": "ObjectCreated:Post",
+                "userIdentity": {"principalId": "AWS:AROAEXAMPLE"},
+                "requestParameters": {"sourceIPAddress": "203.0.113.10"},
+                "responseElements": {"x-amz-request-id": "EXAMPLE123456789"},
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "tf-s3-lambda-uploads",
+                    "bucket": {
+                        "name": bucket,
+                        "ownerIdentity": {"principalId": "EXAMPLE"},
+                        "arn": f"arn:aws:s3:::{bucket}",
+                    },
+                    # S3 URL-encodes the key in events (Chalice's S3Event decodes it).
+                    "object": {
+                        "key": quote_plus(key, safe="/"),
+                        "size": size,
+                        "eTag": etag.strip('"'),
+                        "sequencer": "0055AED6DCD90281E5",
+                    },
+                },
+            }
+        ]
+    }
+
+
+def scheduled_event() -> dict[str, Any]:
+    """The event EventBridge invokes the sweep with on its schedule."""
+    return {
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-11-21T10:30:00Z",
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:123456789012:rule/{SWEEP_NAME}"],
+        "detail": {},
+    }
+
+
+@pytest.fixture(scope="module")
+def upload_handler(
+    applied: Terraform,
+    upload_handler_function: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[DeployedHandler]:
+    """The S3 notification handler's process (``app.on_upload_created``)."""
+    yield from _start_handler(
+        applied, upload_handler_function, tmp_path_factory.mktemp("upload_handler")
+    )
+
+
+@pytest.fixture(scope="module")
+def sweeper(
+    applied: Terraform, sweep_function: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DeployedHandler]:
+    """The scheduled sweep's process (``app.sweep``)."""
+    yield from _start_handler(applied, sweep_function, tmp_path_factory.mktemp("sweep"))
+
+
+def start_direct_upload(
+    handler: DeployedHandler, authorizer: DeployedHandler, token: str, data: bytes, title: str
+) -> dict[str, Any]:
+    """``POST /uploads`` through the deployed API, then the presigned POST of ``data``
+    from this process (the client) to the URL and fields it returned."""
+    started = handler.invoke(
+        as_user(
+            api_event(
+                "POST",
+                "/uploads",
+                body={"title": title, "filename": f"{title}.png", "size_bytes": len(data)},
+            ),
+            authorizer,
+            token,
+        )
+    )
+    assert started["statusCode"] == 201, started
+    upload: dict[str, Any] = _json(started)
+    form = upload["upload"]
+    posted = requests.post(
+        form["url"],
+        data=form["fields"],
+        files={form["file_field"]: (f"{title}.png", data)},
+        timeout=30,
+    )
+    assert posted.status_code in (200, 201, 204), posted.text
+    return upload
+
+
+def upload_status(
+    handler: DeployedHandler, authorizer: DeployedHandler, token: str, upload_id: str
+) -> dict[str, Any]:
+    """``GET /uploads/{upload_id}`` through the deployed API."""
+    event = api_event(
+        "GET",
+        f"/uploads/{upload_id}",
+        resource="/uploads/{upload_id}",
+        path_parameters={"upload_id": upload_id},
+    )
+    answer = handler.invoke(as_user(event, authorizer, token))
+    assert answer["statusCode"] == 200, answer
+    status: dict[str, Any] = _json(answer)
+    return status
+
+
+def test_deployed_s3_handler_ingests_an_object_posted_with_the_presigned_post(
+    applied: Terraform,
+    handler: DeployedHandler,
+    authorizer: DeployedHandler,
+    upload_handler: DeployedHandler,
+) -> None:
+    token = bearer_token(applied, "alice")
+    bucket = applied.outputs["bucket_name"]
+    s3 = client("s3", applied.moto_endpoint)
+    data = uploaded_png()
+    upload = start_direct_upload(handler, authorizer, token, data, "direct")
+    key = upload["upload"]["fields"]["key"]
+    assert key.startswith(UPLOAD_PREFIX)
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert upload_status(handler, authorizer, token, upload["upload_id"])["status"] == "pending"
+
+    event = s3_event(bucket, key, head["ContentLength"], head["ETag"])
+    first = upload_handler.invoke(event)
+    again = upload_handler.invoke(event)  # S3 delivers at least once
+
+    assert first is None and again is None
+    status = upload_status(handler, authorizer, token, upload["upload_id"])
+    assert status["status"] == "ready", status
+    record = status["image"]
+    assert record["image_id"] == upload["image_id"]
+    assert (record["user_id"], record["title"]) == ("alice", "direct")
+    assert (record["content_type"], record["width"], record["height"]) == ("image/png", 4, 3)
+    stored = s3.get_object(Bucket=bucket, Key=record["s3_key"])["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == record["sha256"]
+    for rendition in record["renditions"]:
+        assert rendition["s3_key"].startswith(RENDITION_PREFIX)
+        s3.head_object(Bucket=bucket, Key=rendition["s3_key"])
+    # One upload, one image: the repeated event made no second one.
+    mine = load_event("apigw_rest_get_images.json")
+    mine["queryStringParameters"] = {"user_id": "alice", "limit": "100"}
+    mine["multiValueQueryStringParameters"] = {"user_id": ["alice"], "limit": ["100"]}
+    listing = handler.invoke(as_user(mine, authorizer, token))
+    assert listing["statusCode"] == 200, listing
+    ids = [item["image_id"] for item in _json(listing)["items"]]
+    assert ids.count(upload["image_id"]) == 1
+
+
+def test_deployed_sweep_finishes_a_lost_event_and_removes_orphans(
+    applied: Terraform,
+    handler: DeployedHandler,
+    authorizer: DeployedHandler,
+    sweeper: DeployedHandler,
+) -> None:
+    token = bearer_token(applied, "bob")
+    bucket = applied.outputs["bucket_name"]
+    s3 = client("s3", applied.moto_endpoint)
+    # Bytes posted, the S3 event lost: the upload stays pending until the sweep.
+    upload = start_direct_upload(handler, authorizer, token, uploaded_png(), "lost-event")
+    orphans = [f"{KEY_PREFIX}orphan-{upload['image_id']}.png", f"{RENDITION_PREFIX}orphan/320.webp"]
+    for key in orphans:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"left behind by a crash")
+
+    # SWEEP_GRACE_SECONDS is 1 here: young things are left alone, so run the schedule's
+    # invocation until they are old enough (bounded; each run is one bounded slice).
+    deadline = time.monotonic() + 60
+    while True:
+        assert sweeper.invoke(scheduled_event(), timeout=120) is None
+        status = upload_status(handler, authorizer, token, upload["upload_id"])
+        remaining = [key for key in orphans if _exists(s3, bucket, key)]
+        if (status["status"] == "ready" and not remaining) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+
+    assert status["status"] == "ready", status
+    assert status["image"]["image_id"] == upload["image_id"]
+    assert remaining == []
+    record = status["image"]
+    s3.head_object(Bucket=bucket, Key=record["s3_key"])  # the finished image is kept
+
+
+def _exists(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except s3.exceptions.ClientError as error:
+        if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
