@@ -2,10 +2,13 @@
 
 What LocalStack would do in `make deploy` is done here by moto's server on loopback:
 ``terraform validate`` and ``tflocal plan`` of the whole configuration; ``tflocal apply``
-of everything moto can create (bucket with its TLS-only policy and lifecycle rule, table,
-log groups, IAM roles and policies, the API and authorizer Lambda functions). moto's API
-Gateway refuses Chalice's Swagger 2.0 body, so the REST API, its deployment, stage and
-throttling settings, and the invoke permissions are planned, not applied.
+of everything moto can create (bucket with its lifecycle rules and CORS, table with its
+TTL, log groups, IAM roles and policies, the API, authorizer, upload handler and sweep
+Lambda functions, the bucket's notification of ``uploads/`` with the permission S3
+invokes through, the sweep's schedule rule, target and permission). moto's API Gateway
+refuses Chalice's Swagger 2.0 body, so the REST API, its deployment, stage and
+throttling settings, and the API's invoke permissions are planned, not applied; so is
+the TLS-only bucket policy.
 
 The stack is deployed with ``auth_mode = "jwt"``. The deployed functions are read back
 from moto, the ``deployment.zip`` Terraform uploaded (same SHA-256 as moto reports) is
@@ -13,7 +16,8 @@ unpacked into a fresh directory, and its handlers are invoked in separate Python
 processes that see only the zip, boto3 (as the Lambda runtime provides it) and each
 function's environment: the ``jwt_auth`` authorizer with TOKEN events, and the API with
 API Gateway REST proxy events that carry the principal the authorizer returned, as API
-Gateway passes it on.
+Gateway passes it on. The upload handler gets an S3 event for an object posted with the
+presigned POST that ``POST /uploads`` returned; the sweep a scheduled event.
 """
 
 from __future__ import annotations
