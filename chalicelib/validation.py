@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 import re
 import unicodedata
@@ -27,20 +26,8 @@ from chalicelib.errors import (
     PayloadTooLargeError,
     UnsupportedImageError,
 )
+from chalicelib.imaging import FORMATS
 
-#: Pillow format name -> the content type we store and serve.
-IMAGE_FORMATS: dict[str, str] = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "GIF": "image/gif",
-    "WEBP": "image/webp",
-}
-EXTENSIONS: dict[str, str] = {
-    "image/jpeg": "jpg",
-    "image/png": "png",
-    "image/gif": "gif",
-    "image/webp": "webp",
-}
 #: Filename extensions a type is saved under, by its canonical extension.
 _EXTENSION_SPELLINGS = {"jpg": {"jpg", "jpeg", "jpe", "jfif"}}
 _CONTENT_TYPE_ALIASES = {
@@ -48,7 +35,6 @@ _CONTENT_TYPE_ALIASES = {
     "image/pjpeg": "image/jpeg",
     "image/x-png": "image/png",
 }
-_NOT_AN_IMAGE = "not a decodable image; accepted types are JPEG, PNG, GIF and WebP"
 #: Declared types that say nothing about the bytes (curl's default for unknown files).
 _UNDECLARED_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
 
@@ -68,20 +54,6 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 MIN_URL_EXPIRES = 60
 MAX_URL_EXPIRES = 3600
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What the bytes really are, read by Pillow: content type and size in pixels."""
-
-    content_type: str
-    width: int
-    height: int
-
-    @property
-    def extension(self) -> str:
-        """File extension without the dot, e.g. ``"jpg"``."""
-        return EXTENSIONS[self.content_type]
 
 
 @dataclass(frozen=True)
@@ -143,72 +115,7 @@ class ViewOptions:
     metadata_only: bool = False
 
 
-# --- images -----------------------------------------------------------------------------
-
-
-def inspect_image(
-    data: bytes, max_bytes: int, max_pixels: int, field_name: str = "file"
-) -> ImageInfo:
-    """Sniff the real type and dimensions of ``data`` from its header with Pillow.
-
-    Cheap (no pixel is decoded): it refuses whatever must never be written, before
-    anything is. :func:`check_decodes` then decodes the pixels.
-
-    Raises:
-        InvalidInputError: ``data`` is empty.
-        PayloadTooLargeError: more than ``max_bytes`` bytes, or more than ``max_pixels``
-            pixels (a decompression bomb).
-        UnsupportedImageError: not a JPEG, PNG, GIF or WebP header.
-    """
-    if not data:
-        raise InvalidInputError(field_name, "the image is empty")
-    if len(data) > max_bytes:
-        raise PayloadTooLargeError(
-            field_name, f"the image is {len(data)} bytes, the limit is {max_bytes} bytes"
-        )
-    # Imported here, not at the top: only uploads decode images, and Pillow is most of
-    # a cold start's import time for the routes that don't.
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as image:
-            width, height = image.size
-            image_format = image.format
-    except Image.DecompressionBombError as exc:
-        raise PayloadTooLargeError(field_name, f"refused as a decompression bomb ({exc})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise UnsupportedImageError(field_name, _NOT_AN_IMAGE) from None
-    if width * height > max_pixels:
-        raise PayloadTooLargeError(
-            field_name, f"the image is {width}x{height} pixels, the limit is {max_pixels} pixels"
-        )
-    if image_format not in IMAGE_FORMATS:  # pragma: no cover - open() only tries these
-        raise UnsupportedImageError(field_name, f"{image_format} images are not accepted")
-    return ImageInfo(IMAGE_FORMATS[image_format], width, height)
-
-
-def check_decodes(data: bytes, field_name: str = "file") -> None:
-    """Decode every pixel of ``data`` (the first frame), which :func:`inspect_image`
-    accepted: a truncated or corrupt image fails here.
-
-    Pillow releases the GIL while it decodes, so this can run on another thread while
-    the bytes travel to S3 (see ``ImageService.upload``).
-
-    Raises:
-        UnsupportedImageError: the pixels do not decode.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as image:
-            # JPEG: decode at 1/8 scale. Every byte of the entropy-coded data is still
-            # read and checked (truncation and corruption fail as at full size); only
-            # the inverse DCT and colour conversion shrink (a third faster at 1 MB).
-            # Other formats ignore draft().
-            image.draft(image.mode, (max(1, image.width // 8), max(1, image.height // 8)))
-            image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise UnsupportedImageError(field_name, _NOT_AN_IMAGE) from None
+# --- image fields -----------------------------------------------------------------------
 
 
 def check_declared_type(declared: str | None, actual: str, field_name: str) -> None:
@@ -774,7 +681,7 @@ def parse_upload_start(
     declared = _optional_str(document, "content_type")
     if declared is not None:
         normalized = _CONTENT_TYPE_ALIASES.get(_media_type(declared), _media_type(declared))
-        if normalized not in _UNDECLARED_TYPES and normalized not in EXTENSIONS:
+        if normalized not in _UNDECLARED_TYPES and normalized not in FORMATS:
             raise UnsupportedImageError("content_type", f"{declared!r} is not an accepted type")
     size = document.get("size_bytes")
     if size is not None:

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from moto import mock_aws
 from urllib3 import encode_multipart_formdata
 
-from chalicelib import validation
+from chalicelib import imaging, validation
 from chalicelib.errors import InvalidInputError
 from chalicelib.metadata import ImageRecord
 from chalicelib.pagination import PageTokenCodec
@@ -39,9 +39,7 @@ from chalicelib.storage import attachment_disposition
 from chalicelib.validation import (
     ListQuery,
     check_declared_type,
-    check_decodes,
     format_timestamp,
-    inspect_image,
     normalize_tags,
     parse_list_query,
     parse_upload,
@@ -55,6 +53,7 @@ from tests.unit.test_hostile_input import filename_of
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 FAST = settings(max_examples=150, deadline=None)
+LIMITS = imaging.ImageLimits.from_settings(SETTINGS)
 
 # --- strategies: anything a client can send ---------------------------------------------
 
@@ -239,7 +238,7 @@ def test_validate_metadata_returns_string_values_or_refuses(value):
 @FAST
 @given(
     declared=st.none() | field_text | st.text(max_size=40),
-    actual=st.sampled_from(list(validation.EXTENSIONS)),
+    actual=st.sampled_from(list(imaging.FORMATS)),
 )
 def test_check_declared_type_accepts_or_refuses(declared, actual):
     returns_or_refuses(check_declared_type, declared, actual, "content_type")
@@ -256,12 +255,12 @@ def test_page_token_decode_refuses_anything_it_did_not_issue(token):
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::PIL.Image.DecompressionBombWarning")
 @settings(max_examples=200, deadline=None)
 @given(data=mutated_images() | st.binary(max_size=400))
-def test_inspect_image_and_decode_of_corrupt_bytes_return_or_refuse(data):
-    info = returns_or_refuses(inspect_image, data, 256 * 1024, 4_000_000)
+def test_probe_and_process_of_corrupt_bytes_return_or_refuse(data):
+    info = returns_or_refuses(imaging.probe, data, LIMITS)
     if info is not None:
-        assert info.content_type in validation.EXTENSIONS
+        assert info.content_type in imaging.FORMATS
         assert info.width >= 1 and info.height >= 1
-        returns_or_refuses(check_decodes, data)
+        returns_or_refuses(imaging.process, data, LIMITS)
 
 
 @FAST
@@ -273,8 +272,8 @@ def test_inspect_image_and_decode_of_corrupt_bytes_return_or_refuse(data):
 def test_every_valid_image_decodes_whatever_its_size(fmt, width, height):
     data = image_bytes(fmt, (width, height))
 
-    assert inspect_image(data, 256 * 1024, 4_000_000).width == width
-    check_decodes(data)
+    assert imaging.probe(data, LIMITS).width == width
+    assert imaging.process(data, LIMITS).info.width == width
 
 
 @FAST
