@@ -62,8 +62,12 @@ Handler = Callable[[dict[str, Any], Any], object]
 
 
 def queue_name(bucket: str) -> str:
-    """The SQS queue `make run` subscribes to ``bucket``'s upload events (at most 80 chars)."""
-    return f"{bucket}-upload-events"[-80:].lstrip("-.")
+    """The SQS queue `make run` subscribes to ``bucket``'s upload events.
+
+    SQS names are at most 80 of ``[A-Za-z0-9_-]``: dots (allowed in bucket names) become
+    ``-`` and a long bucket name is cut from the front.
+    """
+    return f"{bucket.replace('.', '-')}-upload-events"[-80:].lstrip("-")
 
 
 def subscribe(s3: Any, sqs: Any, bucket: str, prefix: str = UPLOAD_PREFIX) -> str:

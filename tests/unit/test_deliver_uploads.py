@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -260,6 +261,9 @@ def test_queue_names_are_valid_sqs_names() -> None:
     assert queue_name("image-service-dev") == "image-service-dev-upload-events"
     long_name = queue_name("b" * 63)
     assert len(long_name) <= 80 and long_name.endswith("-upload-events")
+    assert queue_name("images.example.com") == "images-example-com-upload-events"
+    for name in (long_name, queue_name("a.b-c")):
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,80}", name), name
 
 
 def test_run_local_runs_the_delivery_with_the_stage_environment() -> None:
