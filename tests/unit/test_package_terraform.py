@@ -498,14 +498,24 @@ def test_a_notification_of_a_foreign_function_is_refused(
 def test_the_real_app_packages_its_notification_and_schedule(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """app.py itself, stage localstack: what `make package` feeds infra/."""
+    """app.py itself, stage localstack: what `make package` feeds infra/.
+
+    A copy of app.py, chalicelib/ and .chalice/ with no requirements, so nothing is
+    downloaded or vendored (tests/deploy packages the real requirements).
+    """
     chalice = shutil.which("chalice", path=str(Path(sys.executable).parent))
     if chalice is None:
         pytest.skip("chalice CLI is not installed next to this Python (pip install chalice)")
-    out = tmp_path_factory.mktemp("real") / "chalice"
+    root = Path(__file__).resolve().parents[2]
+    project = tmp_path_factory.mktemp("real")
+    shutil.copy(root / "app.py", project / "app.py")
+    shutil.copytree(root / "chalicelib", project / "chalicelib")
+    shutil.copytree(root / ".chalice", project / ".chalice")
+    (project / "requirements.txt").write_text("")
+    out = project / "out"
     subprocess.run(
         [chalice, "package", "--pkg-format", "terraform", "--stage", "localstack", str(out)],
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=project,
         check=True,
         capture_output=True,
         env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
