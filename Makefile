@@ -6,10 +6,10 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run token test unit integration deploy-test lint bench reconcile up package deploy destroy url down clean
+.PHONY: help install run token test unit integration deploy-test lint bench bench-deps reconcile up package deploy destroy url down clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}' | sed 's/\$$(PORT)/$(PORT)/g'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ token: install ## print a bearer token for USER (TTL seconds, default 3600) sign
 	@$(BIN)/python -m scripts.token "$(USER)" $(if $(TTL),--ttl $(TTL))
 
 test: install ## run every test: unit, integration, deploy (skips print their reason)
-	$(BIN)/pytest
+	$(TF_ENV) $(BIN)/pytest
 
 unit: install ## unit tests only (Chalice test client + moto in-process)
 	$(BIN)/pytest tests/unit
@@ -37,17 +37,25 @@ integration: install ## real HTTP: chalice local + moto's server as subprocesses
 	$(BIN)/pytest tests/integration
 
 deploy-test: install ## Terraform + packaged Lambda against moto's server
-	$(BIN)/pytest tests/deploy
+	$(TF_ENV) $(BIN)/pytest tests/deploy
 
 lint: install ## ruff + mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install ## what listing (vs Scan + filter), upload and cold start cost; writes bench/results.md (ARGS=--help)
+bench: install bench-deps ## what listing (vs Scan + filter), upload, cold start and image processing (vs libvips) cost; writes bench/results.md (ARGS=--help)
 	$(BIN)/python -m bench.run $(ARGS)
 
-reconcile: install ## report S3/DynamoDB orphans (FIX=1 deletes them; AWS_ENDPOINT_URL for emulators)
+bench-deps: ## libvips' vipsthumbnail for the image-processing comparison (Debian libvips-tools; apt-get when root)
+	@if command -v vipsthumbnail > /dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	  (apt-get install -y -q --no-install-recommends libvips-tools || \
+	   (apt-get update -q && apt-get install -y -q --no-install-recommends libvips-tools)) > /dev/null \
+	  || echo "bench-deps: could not install libvips-tools; the libvips column will be skipped" >&2; \
+	else echo "bench-deps: vipsthumbnail missing (apt-get install libvips-tools); the libvips column will be skipped" >&2; fi
+
+reconcile: install ## report S3/DynamoDB orphans (FIX=1 deletes them); finds a running `make run`, else AWS_ENDPOINT_URL
 	$(BIN)/python -m scripts.reconcile $(if $(FIX),--fix)
 
 # --- Deploy: LocalStack via tflocal (the same infra/ deploys to AWS with plain terraform) ---
@@ -56,7 +64,12 @@ REGION ?= us-east-1
 LOCALSTACK_URL ?= http://localhost:4566
 TF_DIR := infra
 PACKAGED := $(TF_DIR)/chalice/chalice.tf.json
-# `terraform init` uses a local provider mirror when TF_PLUGIN_DIR is set (offline machines).
+# `terraform init` uses a local provider mirror when TF_PLUGIN_DIR is set (offline machines);
+# unset, it is TF_PLUGIN_MIRROR (/opt/tf-plugins) when that directory exists, as in .ci/run.
+TF_PLUGIN_MIRROR ?= /opt/tf-plugins
+TF_PLUGIN_DIR ?= $(if $(wildcard $(TF_PLUGIN_MIRROR)),$(TF_PLUGIN_MIRROR))
+# The deploy tests read TF_PLUGIN_DIR from their environment.
+TF_ENV := $(if $(TF_PLUGIN_DIR),TF_PLUGIN_DIR=$(TF_PLUGIN_DIR))
 TF_INIT_FLAGS := -input=false $(if $(TF_PLUGIN_DIR),-plugin-dir=$(TF_PLUGIN_DIR))
 # LocalStack state lives in its own workspace, so infra/ can also hold a real AWS deploy.
 LOCALSTACK_TF := TF_WORKSPACE=localstack AWS_ENDPOINT_URL=$(LOCALSTACK_URL) AWS_DEFAULT_REGION=$(REGION) DISABLE_DEPRECATION_NOTICE=1

@@ -4,7 +4,8 @@ Every route goes through :func:`route`, which maps the services' domain errors t
 Chalice's error responses in one place (``chalicelib.errors.to_chalice_error``) and, for
 the ``/images`` routes, attaches the ``jwt_auth`` authorizer when ``AUTH_MODE`` asks for
 it and refuses (401) a request without a principal whenever ``AUTH_MODE`` is not ``none``
-(``chalicelib.auth``).
+(``chalicelib.auth``). Every response the app makes, errors included, carries
+``X-Content-Type-Options: nosniff`` (:func:`no_sniffing`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from chalicelib import auth
 from chalicelib.config import Settings
 from chalicelib.errors import (
     ImageServiceError,
-    InvalidInputError,
     MissingIdentityError,
     NotOwnerError,
     ServiceUnavailableError,
@@ -44,11 +44,26 @@ from chalicelib.validation import (
     parse_upload,
     parse_upload_start,
     parse_view_options,
+    validate_user_id,
 )
 
 app = Chalice(app_name="image-service")
 # API Gateway passes these bodies through as bytes instead of mangling them as text.
 app.api.binary_types.append("multipart/form-data")
+
+#: Headers every response carries: browsers must not guess another type than the one
+#: declared (a JSON error echoing input must never be sniffed as HTML).
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff"}
+
+
+@app.middleware("http")
+def no_sniffing(event: Request, get_response: Callable[[Request], Response]) -> Response:
+    """Add :data:`SECURITY_HEADERS` to every HTTP response: each route's, including those
+    added later, its errors, Chalice's own (405, 415) and the 500 of an unhandled
+    exception (Chalice's error handler runs inside this middleware)."""
+    response = get_response(event)
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 @app.authorizer(ttl_seconds=0)
@@ -134,22 +149,23 @@ def _query_params() -> dict[str, list[str]]:
 def _caller() -> str | None:
     """Who is calling: the authenticated principal unless ``AUTH_MODE`` is ``none``
     (``chalicelib.auth.principal``), otherwise the ``X-User-Id`` header, the ``user_id``
-    query parameter, or ``user_id`` in a JSON body."""
+    query parameter, or ``user_id`` in a JSON body.
+
+    Raises:
+        InvalidInputError: (``none`` mode) the identity given is not a valid user id
+            (naming ``X-User-Id`` or ``user_id``), or a JSON body is malformed (``body``).
+    """
     request = _request()
     mode = image_service().settings.auth_mode
     if mode != "none":
         return auth.principal(mode, request.context)
-    caller: str | None = (
-        request.headers.get("x-user-id") or _query_params().get("user_id", [None])[0]
-    )
+    header = request.headers.get("x-user-id")
+    if header:
+        return validate_user_id(header, "X-User-Id")
+    caller: object = _query_params().get("user_id", [None])[0] or None
     if caller is None and _body() and "json" in request.headers.get("content-type", ""):
-        try:
-            body_user = parse_json_object(_body()).get("user_id")
-        except InvalidInputError:
-            body_user = None  # a malformed body names nobody: 401 below, as without one
-        if isinstance(body_user, str):
-            caller = body_user
-    return caller
+        caller = parse_json_object(_body()).get("user_id") or None
+    return None if caller is None else validate_user_id(caller)
 
 
 def _require_principal() -> None:
@@ -171,7 +187,7 @@ def upload_image() -> Response:
     upload = parse_upload(
         _body(),
         request.headers.get("content-type", ""),
-        service.settings.max_image_bytes,
+        max_request_bytes=service.settings.max_request_bytes,
         default_user_id=caller,
     )
     if authenticated and upload.user_id != caller:
@@ -235,9 +251,16 @@ def view_image(image_id: str) -> dict[str, Any]:
 
 @route("/images/{image_id}/download", methods=["GET"])
 def download_image(image_id: str) -> Response:
-    """302 to a presigned URL that downloads the image as an attachment."""
+    """302 to a presigned URL that downloads the image as an attachment.
+
+    The body is a line of plain text saying so (Chalice and API Gateway would otherwise
+    declare an empty body ``application/json``)."""
     url = image_service().download_url(image_id)
-    return Response(body="", status_code=302, headers={"Location": url})
+    return Response(
+        body="Found: the image downloads from the URL in Location\n",
+        status_code=302,
+        headers={"Location": url, "Content-Type": "text/plain; charset=utf-8"},
+    )
 
 
 @route("/images/{image_id}", methods=["DELETE"])

@@ -155,6 +155,10 @@ def render(results: dict[str, Any]) -> str:
             + (cold["deployment_zip_note"] if package is None else ""),
             "",
         ]
+    if results.get("imaging"):
+        from bench.imaging import render as render_imaging
+
+        lines += render_imaging(results["imaging"])
     lines += ["## Targets", ""]
     lines += _table(
         ["target", "result", "measured"],

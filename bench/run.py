@@ -8,6 +8,8 @@
    ``put_object`` of the same bytes, at 100 KB, 1 MB and 5 MB.
 3. Cold start: ``python -X importtime -c "import app"`` in fresh processes, and the
    size of the ``deployment.zip`` that ``chalice package`` builds.
+4. Image processing (``bench/imaging.py``): ``chalicelib.imaging.process`` against
+   libvips' ``vipsthumbnail`` on a 12 MP JPEG, a 24 MP PNG, a HEIC and an animated GIF.
 
 Prints a Markdown report and writes ``results.md`` and ``results.json`` (``--out-dir``,
 default ``bench/``). Exit status 1 when the service gave a wrong answer or issued a
@@ -16,7 +18,8 @@ exits 1.
 
 Usage: ``python -m bench.run [--images 10000] [--users 100] [--tags 50] [--months 24]
 [--limit 20] [--seed 42] [--upload-runs 7] [--cold-start-runs 5] [--skip-package]
-[--skip-upload] [--skip-cold-start] [--no-moto-speedups] [--strict] [--out-dir DIR]``
+[--skip-upload] [--skip-cold-start] [--skip-imaging] [--imaging-runs 3]
+[--no-moto-speedups] [--strict] [--out-dir DIR]``
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ from bench.dataset import (
     seed_baseline_table,
     seed_service_table,
 )
+from bench.imaging import measure_imaging
+from bench.imaging import target as imaging_goal
 from bench.listing import (
     CallCounter,
     Pattern,
@@ -96,6 +101,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-package", action="store_true", help="no chalice package")
     parser.add_argument("--skip-upload", action="store_true")
     parser.add_argument("--skip-cold-start", action="store_true")
+    parser.add_argument(
+        "--skip-imaging", action="store_true", help="no image processing vs vipsthumbnail"
+    )
+    parser.add_argument("--imaging-runs", type=int, default=3, help="timed process() calls")
     parser.add_argument(
         "--no-moto-speedups",
         action="store_true",
@@ -261,6 +270,9 @@ def evaluate(results: dict[str, Any], limit: int) -> list[dict[str, Any]]:
             max(peaks.values()) <= MAX_UPLOAD_PEAK_X,
             ", ".join(f"{label} {peak:.2f}x" for label, peak in peaks.items()),
         )
+    imaging_target = imaging_goal(results["imaging"]) if results.get("imaging") else None
+    if imaging_target is not None:
+        targets.append(imaging_target)
     runtime = results["run"]["runtime_s"]
     add(f"whole run under {MAX_RUNTIME_S:.0f} s", runtime < MAX_RUNTIME_S, f"{runtime:.0f} s")
     return targets
@@ -333,6 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress("cold start: python -X importtime -c 'import app' …")
         cold = measure_cold_start(args.cold_start_runs, package=not args.skip_package)
         results["cold_start"] = cold.to_json()
+    if not args.skip_imaging:
+        progress("image processing: 12 MP JPEG, 24 MP PNG, HEIC, GIF vs vipsthumbnail …")
+        results["imaging"] = measure_imaging(args.imaging_runs)
     results["run"]["runtime_s"] = time.perf_counter() - began
     results["targets"] = evaluate(results, args.limit)
     markdown = report.render(results)

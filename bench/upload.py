@@ -154,19 +154,23 @@ def _measure_size(
             **dict(_FIELDS),
         }
     ).encode()
-    limit = service.settings.max_image_bytes
+    # Parsing is measured, not the route's limit: 5 MB is over MAX_REQUEST_BYTES (such an
+    # image goes through POST /uploads on AWS), so the bench admits its own bodies.
+    limit = max(len(form_body), len(json_body))
     keys = iter(range(10**9))
 
     phases = _PhaseTimer(clients)
 
     def service_form() -> Callable[[], None]:
         with phases.span("parse_upload"):
-            request = parse_upload(form_body, form_type, limit)
+            request = parse_upload(form_body, form_type, max_request_bytes=limit)
         record = service.upload(request)
         return lambda: service.delete(record.image_id, record.user_id)
 
     def service_json() -> Callable[[], None]:
-        record = service.upload(parse_upload(json_body, "application/json", limit))
+        record = service.upload(
+            parse_upload(json_body, "application/json", max_request_bytes=limit)
+        )
         return lambda: service.delete(record.image_id, record.user_id)
 
     def bare() -> Callable[[], None]:

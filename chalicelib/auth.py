@@ -87,6 +87,7 @@ class GatewayUnauthorizedError(_GatewayException):
         self.headers: dict[str, Any] = {
             "Content-Type": "application/json",
             "WWW-Authenticate": 'Bearer error="invalid_token"',
+            "X-Content-Type-Options": "nosniff",
         }
         self.body: bytes | None = json.dumps(
             {"Code": "UnauthorizedError", "Message": reason}
@@ -134,7 +135,7 @@ def verify_token(token: str, settings: JwtSettings) -> str:
         reason = next((text for cls, text in _REASONS if isinstance(exc, cls)), "invalid token")
         raise TokenRejectedError(reason) from None
     subject = claims["sub"]
-    if not isinstance(subject, str) or not USER_ID_PATTERN.match(subject):
+    if not isinstance(subject, str) or not USER_ID_PATTERN.fullmatch(subject):
         raise TokenRejectedError("token subject (sub) is not a valid user_id")
     return subject
 
@@ -170,7 +171,7 @@ def issue_token(
         ValueError: ``subject`` is not a valid ``user_id``, or ``ttl_seconds`` is not
             within 1..:data:`MAX_TTL_SECONDS`.
     """
-    if not USER_ID_PATTERN.match(subject):
+    if not USER_ID_PATTERN.fullmatch(subject):
         raise ValueError(f"user: must be 1-128 of [A-Za-z0-9_.@-], got {subject!r}")
     if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
         raise ValueError(f"ttl: must be 1 to {MAX_TTL_SECONDS} seconds, got {ttl_seconds}")

@@ -14,6 +14,24 @@ from dataclasses import dataclass
 from typing import Literal
 
 MIB = 1024 * 1024
+#: Lambda refuses a synchronous invocation whose payload (here: API Gateway's event, a
+#: JSON document) is larger than this many bytes (6 MiB).
+LAMBDA_PAYLOAD_LIMIT_BYTES = 6_291_456
+#: What the event carries besides the body, at most: ``headers`` and
+#: ``multiValueHeaders`` (the same headers twice; API Gateway allows 10 KiB of request
+#: line and headers), the query string twice, ``path``, ``pathParameters`` and
+#: ``requestContext`` (about 1.5 KiB). 64 KiB is twice the worst case of those, plus JSON
+#: escaping.
+EVENT_ENVELOPE_BYTES = 64 * 1024
+#: Largest request body ``POST /images`` accepts, in bytes: 4,669,440 (4.45 MiB). API
+#: Gateway hands a binary body (``multipart/form-data``) to Lambda base64-encoded, 4
+#: characters for every 3 bytes, so a body of B bytes makes an event of 4/3 B plus the
+#: envelope, which must fit Lambda's limit: (6,291,456 - 65,536) // 4 * 3. A larger body
+#: never reaches the function on AWS, so the app refuses it itself (413 naming
+#: ``POST /uploads``) and ``chalice local`` answers as AWS would. The same limit holds for
+#: the JSON form, whose text body API Gateway does not re-encode: one limit for the
+#: route, and its base64 image is then at most about 3.3 MiB.
+MAX_REQUEST_BYTES = (LAMBDA_PAYLOAD_LIMIT_BYTES - EVENT_ENVELOPE_BYTES) // 4 * 3
 #: HS256 keys shorter than the hash output weaken the token signature (RFC 7518 3.2).
 MIN_TOKEN_SECRET_BYTES = 32
 
@@ -25,6 +43,12 @@ AuthMode = Literal["none", "jwt", "cognito"]
 AUTH_MODES: tuple[AuthMode, ...] = ("none", "jwt", "cognito")
 DEFAULT_JWT_ISSUER = "image-service"
 DEFAULT_JWT_AUDIENCE = "image-service"
+
+
+def identity_source(mode: AuthMode) -> str:
+    """Where the caller's identity comes from in ``mode``, as error messages name it:
+    the ``X-User-Id`` header in ``none``, else the bearer token's principal."""
+    return "X-User-Id" if mode == "none" else "Authorization (the authenticated principal)"
 
 
 class ConfigurationError(Exception):
@@ -87,6 +111,9 @@ class Settings:
         max_image_bytes: largest accepted image, in bytes (``MAX_IMAGE_BYTES``,
             default 50 MiB; direct uploads carry images up to it, ``POST /images`` is
             further bounded by :data:`MAX_REQUEST_BYTES`).
+        max_request_bytes: largest request body of ``POST /images``, in bytes (default
+            :data:`MAX_REQUEST_BYTES`, what API Gateway and Lambda can carry; not read
+            from the environment: tests pass a smaller one).
         max_image_pixels: largest accepted width x height of one frame, in pixels;
             larger images are refused as decompression bombs (``MAX_IMAGE_PIXELS``,
             default 50 M).
@@ -125,6 +152,7 @@ class Settings:
     table_name: str
     token_secret: str
     max_image_bytes: int = 50 * MIB
+    max_request_bytes: int = MAX_REQUEST_BYTES
     max_image_pixels: int = 50_000_000
     max_decode_bytes: int = 256 * MIB
     max_animation_frames: int = 300

@@ -36,9 +36,11 @@ renditions             one WebP per ``rendition_sizes`` entry, longer side = tha
                        needs (JPEG DCT scaling, ``Image.reduce``), smaller ones derived
                        from it
 location privacy       the stored original loses its EXIF GPS IFD, XMP packets naming a
-                       location and IPTC (JPEG APP13), pixels untouched (the compressed
-                       image data is copied byte for byte); other EXIF stays; the input
-                       is returned as is when there is nothing to remove
+                       location, IPTC (JPEG APP13) and a JPEG's MPF secondary images,
+                       pixels untouched (the compressed image data is copied byte for
+                       byte); other EXIF stays; the input is returned as is when there
+                       is nothing to remove. HEIC/AVIF metadata that cannot be rewritten
+                       in place: re-encoded (quality 90) rather than keep a location
 placeholder            BlurHash (``blurhash``, 4x3 components) and dominant colour from
                        a 32 px copy of the smallest rendition
 taken_at               EXIF ``DateTimeOriginal`` as ``YYYY-MM-DDTHH:MM:SS``, plus
@@ -108,6 +110,9 @@ BLURHASH_COMPONENTS = (4, 3)
 #: Side of the thumbnail the placeholder and dominant colour are computed from, pixels.
 PLACEHOLDER_SIDE = 32
 
+#: Types whose extra images are not frames: HEIF's other top-level images (bursts,
+#: alternatives) and a JPEG's MPF secondary images; only the primary one is decoded.
+_STILL_ONLY = ("image/jpeg", "image/heic", "image/heif")
 _NOT_AN_IMAGE = "not a decodable image; accepted types are JPEG, PNG, GIF, WebP, HEIC, AVIF"
 _EXIF_TAG_ORIENTATION = 0x0112
 _EXIF_IFD = 0x8769
@@ -197,6 +202,11 @@ class Rendition:
     height: int
     data: bytes
     content_type: str = "image/webp"
+
+    @property
+    def size_bytes(self) -> int:
+        """Length of ``data``, bytes."""
+        return len(self.data)
 
 
 @dataclass(frozen=True)
@@ -377,7 +387,7 @@ def _pillow_header(data: bytes, content_type: str) -> _Header:
         warnings.simplefilter("ignore", image_module.DecompressionBombWarning)
         with image_module.open(io.BytesIO(data), formats=[FORMATS[content_type][1]]) as image:
             width, height = image.size
-            frames = 1 if content_type in ("image/heic", "image/heif") else _n_frames(image)
+            frames = 1 if content_type in _STILL_ONLY else _n_frames(image)
             orientation = _orientation(image.getexif())
     return _Header(width, height, frames, orientation)
 
@@ -534,6 +544,8 @@ def process(data: bytes, limits: ImageLimits, field_name: str = "file") -> Proce
         renditions, smallest = _renditions(first, info, limits)
         placeholder, dominant = _placeholder(smallest)
         original = strip_location(data, info.content_type)
+        if info.content_type in ("image/heic", "image/heif", "image/avif"):
+            original = _heif_without_location(original, first, info.content_type)
     except ImageServiceError:
         raise
     except MemoryError:
@@ -582,8 +594,12 @@ def _decode(data: bytes, info: ImageInfo, limits: ImageLimits) -> tuple[PILImage
             target = _fit(stored_w, stored_h, _largest_size(info, limits))
             image.draft(image.mode, target)
         image.load()
+        frames = 1 if info.content_type in _STILL_ONLY else _n_frames(image)
+        if frames != info.frames:  # e.g. a GIF cut inside its last frame
+            raise ValueError(f"{frames} frames decodable, {info.frames} in the header")
+        if frames == 1:
+            return image, exif  # loaded: usable once the file is closed
         first = image.copy()
-        frames = 1 if fmt == "HEIF" else _n_frames(image)
         for index in range(1, frames):
             image.seek(index)
             image.load()
@@ -658,7 +674,7 @@ def _renditions(
     target = _fit(stored_w, stored_h, largest)
     base = first
     if base.size != target:
-        base = base.resize(target, image_module.Resampling.LANCZOS, reducing_gap=3.0)
+        base = base.resize(target, image_module.Resampling.LANCZOS, reducing_gap=2.0)
     if icc and "icc_profile" not in base.info:
         base.info["icc_profile"] = icc
     base = _to_rgb(base)
@@ -811,9 +827,18 @@ def _strip_jpeg(data: bytes) -> bytes:
             changed = True
             continue
         out.append(segment)
+    tail = data[pos:]
+    end = tail.find(b"\xff\xd9")  # the primary image's EOI (scan data stuffs 0xFF bytes)
+    trailer = tail[end + 2 :] if end != -1 else b""
+    if trailer and (b"Exif\x00\x00" in trailer or xmp_has_location(trailer)):
+        # MPF secondary images (depth maps, previews) carry EXIF of their own, GPS
+        # included: they go, and with them the MPF index that points at them.
+        out = [s for s in out if not (s[:2] == b"\xff\xe2" and s[4:8] == b"MPF\x00")]
+        tail = tail[: end + 2]
+        changed = True
     if not changed:
         return data
-    out.append(data[pos:])
+    out.append(tail)
     return b"".join(out)
 
 
@@ -998,6 +1023,34 @@ def _heif_metadata_items(data: bytes) -> list[tuple[str, int, int]]:
         if length and offset + length <= len(data):
             items.append((item_kind, offset, length))
     return items
+
+
+def _heif_without_location(original: bytes, decoded: PILImage.Image, content_type: str) -> bytes:
+    """``original`` when reading it back shows no location; else (metadata laid out in
+    a way :func:`_strip_isobmff` does not rewrite, e.g. an EXIF item in several extents)
+    ``decoded`` re-encoded at quality 90 with its EXIF minus GPS and without XMP: the one
+    case where the stored original's pixels are not the uploaded ones."""
+    image_module = _pillow()
+    fmt = FORMATS[content_type][1]
+    with image_module.open(io.BytesIO(original), formats=[fmt]) as image:
+        exif = image.getexif()
+        xmp = image.info.get("xmp") or b""
+        raw_exif = image.info.get("exif") or b""
+        icc = image.info.get("icc_profile")
+    if isinstance(xmp, str):
+        xmp = xmp.encode()
+    if not exif.get_ifd(_GPS_IFD) and not xmp_has_location(xmp):
+        return original
+    cleaned = exif_without_location(raw_exif) if raw_exif else None
+    options: dict[str, Any] = {"quality": 90}
+    if cleaned:
+        options["exif"] = cleaned
+    if icc:
+        options["icc_profile"] = icc
+    decoded.info = {}
+    buffer = io.BytesIO()
+    decoded.save(buffer, fmt, **options)
+    return buffer.getvalue()
 
 
 def _strip_isobmff(data: bytes) -> bytes:

@@ -19,7 +19,7 @@ from chalicelib.errors import InvalidInputError
 
 _ALGORITHM = "HS256"
 #: ``{created_at}#{image_id}`` as written by the service.
-_CURSOR = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z#[0-9a-f-]{36}$")
+_CURSOR = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z#[0-9a-f-]{36}")
 
 
 class PageTokenCodec:
@@ -50,7 +50,7 @@ class PageTokenCodec:
                 "next_token", "is not a token this service issued (modified or corrupt)"
             ) from None
         cursor = claims.get("c")
-        if not isinstance(cursor, str) or not _CURSOR.match(cursor):
+        if not isinstance(cursor, str) or not _CURSOR.fullmatch(cursor):
             raise InvalidInputError("next_token", "is malformed")
         if claims.get("f") != _digest(filters):
             raise InvalidInputError("next_token", "was issued for a query with other filters")

@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +26,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from chalicelib.config import Settings
+from chalicelib.config import Settings, identity_source
 from chalicelib.errors import (
     AWS_CALL_FAILURES,
     DependencyError,
@@ -62,6 +64,11 @@ AWS_CLIENT_CONFIG = Config(
     connect_timeout=AWS_CONNECT_TIMEOUT_SECONDS,
     read_timeout=AWS_READ_TIMEOUT_SECONDS,
 )
+
+#: How long ``/health`` waits for its checks, in seconds. They run concurrently, so
+#: ``/health`` answers within this even when a dependency hangs (a check's own boto3 call
+#: may take up to ~21 s, see above), well inside API Gateway's 29 s.
+HEALTH_CHECK_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -255,8 +262,9 @@ class ImageService:
             DependencyError: DynamoDB failed; the message says whether the image was
                 deleted. (An S3 failure after the metadata is gone is only logged.)
         """
+        identity = identity_source(self.settings.auth_mode)
         if not caller:
-            raise MissingIdentityError("X-User-Id: missing; say who you are to delete an image")
+            raise MissingIdentityError(f"{identity}: missing; say who you are to delete an image")
         try:
             record = self.get_image(image_id)
         except AWS_CALL_FAILURES as exc:
@@ -264,7 +272,7 @@ class ImageService:
             outcome = "the image was not deleted; retry"
             raise DependencyError("dynamodb", "reading the image", exc, outcome) from exc
         if record.user_id != caller:
-            raise NotOwnerError("X-User-Id: only the owner may delete this image")
+            raise NotOwnerError(f"{identity}: only the owner may delete this image")
         try:
             self.metadata.delete_image(record, owner=caller)
         except ImageNotFoundError:
@@ -316,13 +324,48 @@ class ImageService:
             raise DependencyError("dynamodb", step, error, not_deleted) from error
         logger.warning("delete %s: the transaction committed after all", record.image_id)
 
-    def health(self) -> dict[str, str]:
-        """``{"bucket": "ok"|error, "table": "ok"|error}`` — every check, even after a failure."""
-        checks: dict[str, str] = {}
-        for name, check in (("bucket", self.storage.check), ("table", self.metadata.check)):
-            try:
-                check()
-                checks[name] = "ok"
-            except Exception as exc:
-                checks[name] = f"{type(exc).__name__}: {exc}"
-        return checks
+    def health(self, timeout: float | None = None) -> dict[str, str]:
+        """``{"bucket": "ok"|problem, "table": "ok"|problem}``: both checks, run concurrently.
+
+        Each check gets ``timeout`` seconds (default :data:`HEALTH_CHECK_TIMEOUT_SECONDS`)
+        from the same start; one that has not answered by then is reported as
+        ``"no answer within 5 s"``, and its thread (a daemon) is left to finish or time
+        out on its own. A failing check is ``"<exception class>: <message>"``.
+        """
+        limit = HEALTH_CHECK_TIMEOUT_SECONDS if timeout is None else timeout
+        return run_checks({"bucket": self.storage.check, "table": self.metadata.check}, limit)
+
+
+def run_checks(checks: Mapping[str, Callable[[], object]], timeout: float) -> dict[str, str]:
+    """Run every check of ``checks`` at once, each on its own daemon thread, and wait
+    at most ``timeout`` seconds in all.
+
+    Returns:
+        For each name, in order: ``"ok"`` (the check returned), ``"<exception class>:
+        <message>"`` (it raised), or ``"no answer within <timeout> s"``.
+    """
+    results: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def run(name: str, check: Callable[[], object]) -> None:
+        try:
+            check()
+            outcome = "ok"
+        except Exception as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        with lock:
+            results.setdefault(name, outcome)
+
+    threads = [
+        threading.Thread(target=run, args=(name, check), name=f"health-{name}", daemon=True)
+        for name, check in checks.items()
+    ]
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    with lock:
+        for name in checks:
+            results.setdefault(name, f"no answer within {timeout:g} s")
+        return {name: results[name] for name in checks}

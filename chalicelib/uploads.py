@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.config import Settings
+from chalicelib.config import Settings, identity_source
 from chalicelib.errors import (
     AWS_CALL_FAILURES,
     DependencyError,
@@ -175,10 +175,11 @@ class DirectUploads:
             DependencyError: S3 or DynamoDB failed (see ``chalicelib.ingest``).
         """
         upload = self._get(upload_id)
+        source = identity_source(self.settings.auth_mode)
         if not caller:
-            raise MissingIdentityError("X-User-Id: missing; say who you are to complete an upload")
+            raise MissingIdentityError(f"{source}: missing; say who you are to complete an upload")
         if caller != upload.user_id:
-            raise NotOwnerError("user_id: only the uploader may complete this upload")
+            raise NotOwnerError(f"{source}: only the uploader may complete this upload")
         return self.finish(upload)
 
     def on_object_created(self, key: str) -> None:

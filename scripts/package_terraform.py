@@ -62,11 +62,17 @@ REQUIRED_AWS_PROVIDER = ">= 5.0, < 6.0"
 AUTH_MODE_REFERENCE = "${var.auth_mode}"
 COGNITO_AUTHORIZER = "cognito_user_pool"
 COGNITO_USER_POOL_ARN = "${var.cognito_user_pool_arn}"
+#: Headers the app puts on every response (``app.SECURITY_HEADERS``), as API Gateway
+#: response parameters, so the gateway's own answers carry them too.
+_NOSNIFF = {"gatewayresponse.header.X-Content-Type-Options": "'nosniff'"}
 #: API Gateway's own error answers, in Chalice's ``{"Code", "Message"}`` shape.
 GATEWAY_RESPONSES: dict[str, Any] = {
     "UNAUTHORIZED": {
         "statusCode": 401,
-        "responseParameters": {"gatewayresponse.header.WWW-Authenticate": "'Bearer'"},
+        "responseParameters": {
+            "gatewayresponse.header.WWW-Authenticate": "'Bearer'",
+            **_NOSNIFF,
+        },
         "responseTemplates": {
             "application/json": json.dumps(
                 {
@@ -78,6 +84,7 @@ GATEWAY_RESPONSES: dict[str, Any] = {
     },
     "THROTTLED": {
         "statusCode": 429,
+        "responseParameters": dict(_NOSNIFF),
         "responseTemplates": {
             "application/json": json.dumps(
                 {"Code": "TooManyRequestsError", "Message": "too many requests, retry later"}

@@ -17,6 +17,11 @@ Steps:
    rest of the caller's environment passes through; the ``dev`` stage sets no
    ``AUTH_MODE``, so ``AUTH_MODE=jwt make run`` serves with the JWT authorizer on.
 
+While it serves, it says where in a small state file (:func:`state_path`: in the
+system's temporary directory, named after this checkout; ``RUN_LOCAL_STATE`` overrides
+it): ``{"pid", "api_url", "endpoint_url", "stage"}``. ``make reconcile`` reads it to find
+the running emulator (:func:`running_state`); the file is removed on exit.
+
 Ctrl-C or SIGTERM stops ``chalice local`` (its whole process group: with autoreload it
 is two processes), the event delivery and then moto. If ``chalice local``, the delivery
 or moto exits on its own, so does this script, with a non-zero status.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -35,6 +41,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
@@ -56,6 +63,72 @@ from scripts.emulator import (
 
 DEFAULT_REGION = DUMMY_CREDENTIALS["AWS_DEFAULT_REGION"]
 HOST = "127.0.0.1"
+
+
+def state_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where ``make run`` writes its state: ``RUN_LOCAL_STATE``, else
+    ``<temporary directory>/image-service-run-local-<digest of the project path>.json``.
+
+    Outside the project on purpose: ``chalice local``'s autoreload restarts the server
+    (dropping requests in flight) whenever any file under the project changes. One file
+    per checkout, so ``make run`` in two checkouts do not mix.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("RUN_LOCAL_STATE"):
+        return Path(env["RUN_LOCAL_STATE"])
+    digest = hashlib.sha256(str(PROJECT_DIR).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"image-service-run-local-{digest}.json"
+
+
+def write_state(path: Path, *, api_url: str, endpoint_url: str, stage: str) -> None:
+    """Record that this process serves ``api_url`` against ``endpoint_url`` (atomically:
+    a reader never sees half a file)."""
+    state = {"pid": os.getpid(), "api_url": api_url, "endpoint_url": endpoint_url, "stage": stage}
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    partial.write_text(json.dumps(state) + "\n")
+    partial.replace(path)
+
+
+def remove_state(path: Path) -> None:
+    """Remove the state file if it is this process's (another ``make run`` on another
+    port may have written it since)."""
+    state = _read_state(path)
+    if state is not None and state.get("pid") == os.getpid():
+        path.unlink(missing_ok=True)
+
+
+def running_state(path: Path) -> dict[str, object] | None:
+    """The state of the ``make run`` that wrote ``path``, if that process still runs.
+
+    Returns:
+        ``{"pid", "api_url", "endpoint_url", "stage"}``, or None when there is no file,
+        it is unreadable, or its process is gone (killed without cleaning up).
+    """
+    state = _read_state(path)
+    if state is None or not isinstance(state.get("endpoint_url"), str):
+        return None
+    pid = state.get("pid")
+    if not isinstance(pid, int) or not _process_exists(pid):
+        return None
+    return state
+
+
+def _read_state(path: Path) -> dict[str, object] | None:
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
 
 
 def stage_environment(stage: str = "dev", project_dir: Path = PROJECT_DIR) -> dict[str, str]:
@@ -233,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     stage_env = stage_environment(args.stage)
+    state_file = state_path()
     moto: MotoServer | None = None
     chalice: subprocess.Popen[bytes] | None = None
     delivery: subprocess.Popen[bytes] | None = None
@@ -277,6 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as error:
             print(f"run_local: chalice local did not start: {error}", file=sys.stderr)
             return 1
+        write_state(
+            state_file,
+            api_url=f"http://{HOST}:{args.port}",
+            endpoint_url=endpoint_url,
+            stage=args.stage,
+        )
         print(
             f"Image service API: http://{HOST}:{args.port}  |  AWS emulator: {emulator}, "
             f"bucket {bucket}, table {table}  |  AUTH_MODE={os.environ.get('AUTH_MODE') or 'none'}"
@@ -308,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        remove_state(state_file)
         if chalice is not None:
             stop_process_group(chalice)
         if delivery is not None:

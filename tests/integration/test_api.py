@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from chalicelib.config import MAX_REQUEST_BYTES
 from scripts.run_local import stage_environment
 from tests.integration.support import Stack, fixture_bytes, make_image
 
@@ -332,10 +333,12 @@ def _bad_request(stack: Stack, case: str) -> requests.Response:
     if case == "text file as base64 image":
         document = {"image_base64": base64.b64encode(text).decode(), "user_id": user}
         return upload_json(stack, document)
-    if case == "image over MAX_IMAGE_BYTES":
-        max_bytes = int(stage_environment("dev")["MAX_IMAGE_BYTES"])
+    if case == "body over MAX_REQUEST_BYTES":
+        # The dev stage's MAX_IMAGE_BYTES (50 MiB) is beyond what POST /images carries:
+        # the request limit answers first, as API Gateway and Lambda would (issue 9).
+        assert int(stage_environment("dev")["MAX_IMAGE_BYTES"]) > MAX_REQUEST_BYTES
         png = make_image("PNG", (8, 8))
-        oversize = png + b"\0" * (max_bytes + 1 - len(png))
+        oversize = png + b"\0" * (MAX_REQUEST_BYTES + 1 - len(png))
         return upload_multipart(stack, oversize, "big.png", {"user_id": user})
     if case == "declared type contradicts bytes":
         document = {"image_base64": jpeg, "content_type": "image/png", "user_id": user}
@@ -354,7 +357,7 @@ def _bad_request(stack: Stack, case: str) -> requests.Response:
 BAD_INPUTS = [
     ("text file as multipart image", 415, "UnsupportedMediaTypeError", "file"),
     ("text file as base64 image", 415, "UnsupportedMediaTypeError", "image_base64"),
-    ("image over MAX_IMAGE_BYTES", 413, "RequestEntityTooLargeError", "file"),
+    ("body over MAX_REQUEST_BYTES", 413, "RequestEntityTooLargeError", "POST /uploads"),
     ("declared type contradicts bytes", 400, "BadRequestError", "content_type"),
     ("invalid tag", 400, "BadRequestError", "tags"),
     ("no user_id", 400, "BadRequestError", "user_id"),

@@ -7,10 +7,13 @@ non-zero when ``chalice local`` dies. Process trees are read from ``/proc`` (Lin
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +24,9 @@ from chalicelib.schema import table_definition
 from scripts.emulator import MotoServer, free_port, wait_for_port
 from scripts.run_local import ensure_resources, stage_environment
 from tests.integration.support import (
+    PROJECT_DIR,
     aws_client,
+    child_environment,
     command_line,
     descendants,
     is_running,
@@ -104,6 +109,46 @@ def test_make_run_starts_moto_creates_resources_serves_and_stops_cleanly(log_pat
     assert [pid for pid in children if is_running(pid)] == []  # no orphan moto or chalice
     assert not accepts_connections(endpoint)
     assert not accepts_connections(f"http://127.0.0.1:{port}")
+
+
+def test_make_reconcile_finds_the_emulator_of_a_running_make_run(
+    log_path: Path, tmp_path: Path
+) -> None:
+    # Issue 9: `make reconcile` as the README says, while `make run` is up: no endpoint,
+    # no region, no credentials in the environment (it crashed with NoRegionError).
+    state = tmp_path / "run_local.json"
+    port = free_port()
+    process = start_run_local(port, log_path, RUN_LOCAL_STATE=str(state))
+    try:
+        wait_for_port(port, process, timeout=60)
+        banner = wait_for_banner(log_path)
+        assert json.loads(state.read_text())["endpoint_url"] == banner["endpoint"]
+        env = child_environment(RUN_LOCAL_STATE=str(state))
+        for name in (
+            "AWS_DEFAULT_REGION",
+            "AWS_REGION",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        ):
+            env.pop(name, None)
+        env["AWS_CONFIG_FILE"] = env["AWS_SHARED_CREDENTIALS_FILE"] = str(tmp_path / "none")
+        completed = subprocess.run(
+            [sys.executable, "-m", "scripts.reconcile"],
+            cwd=PROJECT_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        returncode = stop_run_local(process)
+
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["orphan_objects"] == []
+    assert f"from the running `make run` (pid {process.pid}" in completed.stderr
+    assert returncode == 0
+    assert not state.exists()  # removed on exit
 
 
 def test_make_run_exits_nonzero_when_chalice_local_dies(log_path: Path) -> None:

@@ -209,7 +209,9 @@ def test_delete_identity_from_query_or_json_body(client):
     assert (by_query.status_code, by_body.status_code) == (200, 200)
 
 
-def test_delete_with_a_malformed_json_body_names_nobody(client):
+def test_delete_with_a_malformed_json_body_is_a_400_naming_the_body(client):
+    # Issue 9: a body that says JSON and is not (here cut short) is bad input, as it is
+    # for an upload, not "no identity" (it used to be a 401).
     record = upload(client)
 
     response = client.http.delete(
@@ -218,7 +220,8 @@ def test_delete_with_a_malformed_json_body_names_nobody(client):
         body='{"user_id": ',
     )
 
-    assert response.status_code == 401
+    assert response.status_code == 400
+    assert response.json_body["Message"].startswith("body: not valid JSON")
     assert client.http.get(f"/images/{record['image_id']}").status_code == 200
 
 

@@ -472,3 +472,65 @@ def test_cognito_mode_the_caller_is_the_sub_claim(service, user_id, status):
         assert json.loads(response["body"])["user_id"] == COGNITO_SUB
         assert _delete(image_id, _cognito("someone-else"))["statusCode"] == 403
         assert _delete(image_id, _cognito(COGNITO_SUB))["statusCode"] == 200
+
+
+# --- issue 9: whole-string subjects; messages that name what this mode reads -----------
+
+
+@pytest.mark.parametrize("sub", ["alice\n", "alice\r\n", "\nalice", "alice bob"])
+def test_a_subject_that_only_starts_like_a_user_id_is_refused(sub):
+    with pytest.raises(auth.TokenRejectedError, match="sub"):
+        auth.verify_token(token(sub), JWT)
+
+
+def test_a_subject_with_a_trailing_newline_is_a_401(jwt_client):
+    response = jwt_client.http.get("/images", headers=bearer("alice\n"))
+
+    assert response.status_code == 401
+    assert response.json_body["Message"] == (
+        "Authorization: token subject (sub) is not a valid user_id"
+    )
+
+
+def test_a_non_owners_delete_names_the_principal_not_x_user_id(jwt_client):
+    image_id = post_json(jwt_client, json_upload(), headers=bearer("alice")).json_body["image_id"]
+
+    response = jwt_client.http.delete(f"/images/{image_id}", headers=bearer("bob"))
+
+    assert response.status_code == 403
+    message = response.json_body["Message"]
+    assert message.startswith("Authorization (the authenticated principal): only the owner")
+    assert "X-User-Id" not in message
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer not-a-jwt"}], ids=["no-token", "bad-token"]
+)
+def test_a_401_never_names_x_user_id(jwt_client, headers):
+    response = jwt_client.http.delete(
+        "/images/7f1c1f5e-0000-4000-8000-000000000000", headers=headers
+    )
+
+    assert response.status_code == 401
+    assert "X-User-Id" not in response.body.decode()
+
+
+def test_the_authorizers_401_says_nosniff(jwt_client):
+    response = jwt_client.http.get("/images", headers={"Authorization": "Bearer not-a-jwt"})
+
+    assert response.status_code == 401
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_apps_own_401_without_a_principal_names_authorization(jwt_app):
+    # A request that reaches the app without a principal (the gateway let it through).
+    mode_service = jwt_app.image_service()
+    with Client(jwt_app.app) as client:
+        jwt_app.app.routes["/images"]["GET"].authorizer = None
+        try:
+            response = client.http.get("/images")
+        finally:
+            jwt_app.app.routes["/images"]["GET"].authorizer = jwt_app.jwt_auth
+    assert mode_service.settings.auth_mode == "jwt"
+    assert response.status_code == 401
+    assert response.json_body["Message"] == "Authorization: no authenticated principal"

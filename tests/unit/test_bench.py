@@ -23,7 +23,7 @@ PATTERNS = [
     "title search",
     "title + user",
 ]
-TINY = ["--users", "10", "--tags", "8"]
+TINY = ["--users", "10", "--tags", "8", "--skip-imaging"]  # tests/unit/test_bench_imaging.py
 
 
 def run(tmp_path: Path, *extra: str) -> dict[str, Any]:

@@ -11,7 +11,10 @@ Two tables, through the HTTP layer (Chalice's test client over moto):
   ``download=true`` URL and on ``/download`` is one header naming the sanitised file.
 
 ``tests/unit/test_validation_rules.py`` has one test per validation rule in both request
-forms; this module is the attacker's view of the same surface.
+forms; this module is the attacker's view of the same surface. Issue 9 added input that
+costs too much (80,000 tags in every form), parsers' exceptions (JSON nested 1,000 deep,
+a 257-character multipart boundary), prefix-matching patterns (``"alice\n"``), and the
+request limit; ``tests/unit/test_input_cost.py`` shows those refusals do bounded work.
 
 Speed: one moto bucket and table for the module, holding two images of alice's (so there
 is something to delete, and a ``next_token`` to tamper with); a refused request changes
@@ -170,6 +173,40 @@ def delete(template: str, caller: str) -> Request:
     return send
 
 
+def delete_with_body(body: str) -> Request:
+    """DELETE alice's image with a JSON body and no ``X-User-Id`` (the body names the caller)."""
+
+    def send(store: Store) -> Any:
+        return store.client.http.delete(
+            f"/images/{store.image_id}", headers={"Content-Type": "application/json"}, body=body
+        )
+
+    return send
+
+
+def raw_form(*parts: tuple[str, bytes], boundary: str = "b0undary") -> Request:
+    """POST /images as multipart written by hand: ``(part header lines, data)`` pairs, a
+    PNG as ``file`` first."""
+    png = ('Content-Disposition: form-data; name="file"; filename="a.png"', image_bytes())
+    chunks = [
+        f"--{boundary}\r\n{header}\r\n\r\n".encode() + data + b"\r\n"
+        for header, data in (png, *parts)
+    ]
+    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
+    return raw_post(body, f"multipart/form-data; boundary={boundary}")
+
+
+def field(name: str, value: str | bytes) -> tuple[str, bytes]:
+    """A form field for :func:`raw_form`."""
+    data = value.encode() if isinstance(value, str) else value
+    return f'Content-Disposition: form-data; name="{name}"', data
+
+
+def short_field(name: str, value: str) -> tuple[str, bytes]:
+    """A form field as short as it can be written (80,000 of them fit MAX_REQUEST_BYTES)."""
+    return f"Content-Disposition:form-data;name={name}", value.encode()
+
+
 # --- hostile data -----------------------------------------------------------------------
 
 
@@ -207,6 +244,13 @@ UNTERMINATED_MULTIPART = (
     b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
     b"Content-Type: image/png\r\n\r\n" + image_bytes()
 )
+
+
+#: 80,000 distinct tags, the issue's example of a body that took 27 s of CPU.
+MANY_TAGS = [f"t{i}" for i in range(80_000)]
+#: JSON nested 1,000 deep (2 KB): a RecursionError in Python's parser.
+DEEP_JSON = "[" * 1000 + "]" * 1000
+PNG_BASE64 = base64.b64encode(image_bytes()).decode()
 
 
 def padded_png(total: int) -> bytes:
@@ -249,7 +293,7 @@ REFUSED: list[Any] = [
         ("file", ("a.png", image_bytes(), "image/png")), ("user_id", "alice#META")),
      400, "user_id: must be 1-128 characters of A-Z a-z 0-9 _ . @ -"),
     ("11-tags", with_tags(",".join(f"t{i}" for i in range(11))),
-     400, "tags: 11 tags given, at most 10 allowed"),
+     400, "tags: more than 10 tags given, at most 10 allowed"),
     ("65-character-tag", with_tags("x" * 65),
      400, f"tags: tag '{'x' * 65}' must be 1-64 characters of a-z 0-9 _ -"),
     ("emoji-in-tags", with_tags("cat,\U0001f431"),
@@ -290,6 +334,83 @@ REFUSED: list[Any] = [
     ("multipart-without-closing-boundary",
      raw_post(UNTERMINATED_MULTIPART, "multipart/form-data; boundary=b0undary"),
      400, "body: malformed multipart/form-data"),
+    # --- issue 9: input that costs too much, refused at its limit ---
+    ("80000-tags-json-list", json_upload(image_base64=PNG_BASE64, tags=MANY_TAGS),
+     400, "tags: more than 10 tags given, at most 10 allowed"),
+    ("80000-tags-json-comma-separated",
+     json_upload(image_base64=PNG_BASE64, tags=",".join(MANY_TAGS)),
+     400, "tags: more than 10 tags given, at most 10 allowed"),
+    ("80000-tags-multipart-comma-separated", with_tags(",".join(MANY_TAGS)),
+     400, "tags: more than 10 tags given, at most 10 allowed"),
+    ("80000-tags-multipart-json-array-text", with_tags(json.dumps(MANY_TAGS)),
+     400, "tags: more than 10 tags given, at most 10 allowed"),
+    ("80000-tags-json-array-text-in-json",
+     json_upload(image_base64=PNG_BASE64, tags=json.dumps(MANY_TAGS)),
+     400, "tags: more than 10 tags given, at most 10 allowed"),
+    ("80000-tags-multipart-repeated-fields",
+     raw_form(*(short_field("tags", tag) for tag in MANY_TAGS), boundary="b"),
+     400, "body: more than 128 multipart parts"),
+    ("200-repeated-tags-fields",
+     raw_form(*(field("tags", f"t{i}") for i in range(200)), field("user_id", "alice")),
+     400, "body: more than 128 multipart parts"),
+    ("101-tag-entries-of-one-tag", with_tags(",".join(["cat"] * 101)),
+     400, "tags: more than 100 entries given, at most 10 tags allowed"),
+    ("80000-empty-tag-entries", with_tags("," * 80_000),
+     400, "tags: more than 100 entries given"),
+    ("129-multipart-parts", raw_form(*(field(f"x{i}", "1") for i in range(128))),
+     400, "body: more than 128 multipart parts"),
+    ("80000-metadata-keys",
+     json_upload(image_base64=PNG_BASE64, metadata={f"k{i}": "v" for i in range(80_000)}),
+     400, "metadata: 80000 keys given, at most 20 allowed"),
+    ("80000-unknown-query-parameters",
+     get("/images?" + "&".join(f"p{i}=1" for i in range(80_000))),
+     400, "p0: unknown query parameter"),
+    # --- issue 9: parsers' exceptions are 400s naming the field ---
+    ("json-body-nested-1000-deep",
+     raw_post(json.dumps({"image_base64": PNG_BASE64, "user_id": "alice"})[:-1].encode()
+              + b', "x": ' + DEEP_JSON.encode() + b"}", "application/json"),
+     400, "body: JSON nested too deeply"),
+    ("multipart-metadata-nested-1000-deep",
+     raw_form(field("user_id", "alice"), field("metadata", '{"a": ' + DEEP_JSON + "}")),
+     400, "metadata: JSON nested too deeply"),
+    ("multipart-tags-json-array-nested-1000-deep",
+     raw_form(field("user_id", "alice"), field("tags", DEEP_JSON)),
+     400, "tags: JSON nested too deeply"),
+    ("delete-body-nested-1000-deep", delete_with_body('{"user_id": ' + DEEP_JSON + "}"),
+     400, "body: JSON nested too deeply"),
+    ("multipart-boundary-257-characters",
+     raw_form(field("user_id", "alice"), boundary="b" * 257),
+     400, "Content-Type: the multipart boundary is 257 characters, at most 70 allowed"),
+    ("multipart-boundary-71-characters",
+     raw_form(field("user_id", "alice"), boundary="b" * 71),
+     400, "Content-Type: the multipart boundary is 71 characters, at most 70 allowed"),
+    ("tags-json-array-of-numbers", with_tags("[1, 2]"),
+     400, "tags: every tag must be a string"),
+    # --- issue 9: every pattern matches the whole string ---
+    ("user_id-trailing-newline-json", json_upload(image_base64=PNG_BASE64, user_id="alice\n"),
+     400, "user_id: must be 1-128 characters of A-Z a-z 0-9 _ . @ -"),
+    ("user_id-trailing-newline-multipart", raw_form(field("user_id", "alice\n")),
+     400, "user_id: must be 1-128 characters of A-Z a-z 0-9 _ . @ -"),
+    ("user_id-trailing-newline-query", get("/images?user_id=alice%0A"),
+     400, "user_id: must be 1-128 characters of A-Z a-z 0-9 _ . @ -"),
+    ("user_id-trailing-newline-delete-query",
+     lambda store: store.client.http.delete(f"/images/{store.image_id}?user_id=alice%0A"),
+     400, "user_id: must be 1-128 characters of A-Z a-z 0-9 _ . @ -"),
+    ("user_id-trailing-newline-delete-body", delete_with_body('{"user_id": "alice\\n"}'),
+     400, "user_id: must be 1-128 characters of A-Z a-z 0-9 _ . @ -"),
+    ("metadata-key-trailing-newline",
+     json_upload(image_base64=PNG_BASE64, metadata={"camera\n": "X100"}),
+     400, "metadata: key 'camera\\n' must be 1-64 characters"),
+    ("metadata-user_id-trailing-newline",
+     raw_form(field("metadata", json.dumps({"user_id": "alice\n"}))),
+     400, "metadata.user_id: must be 1-128 characters"),
+    # --- issue 9: the two size limits, each with its own message ---
+    ("json-image_data-over-max-image-bytes",
+     json_upload(image_data=base64.b64encode(padded_png(2 * MAX_BYTES)).decode()),
+     413, f"image_data: the image is {2 * MAX_BYTES} bytes, the limit is {MAX_BYTES} bytes"),
+    ("body-over-max-request-bytes",
+     raw_form(field("user_id", "alice"), field("description", "x" * SETTINGS.max_request_bytes)),
+     413, "body: the request is"),
 ]  # fmt: skip
 
 

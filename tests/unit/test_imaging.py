@@ -422,3 +422,66 @@ def test_limits_from_settings() -> None:
     assert limits.max_animation_frames == 7
     assert limits.rendition_sizes == (320, 640)
     assert limits.max_decode_bytes == settings.max_decode_bytes
+
+
+def test_jpeg_secondary_images_with_their_own_exif_are_dropped() -> None:
+    """An MPO-style file (phones append depth maps and previews after the primary
+    image's EOI, each with EXIF and GPS): the trailer goes, the primary stays as is."""
+    primary = read("gps-orient6.jpg")
+    secondary = _jpeg((32, 24), exif=Image.open(io.BytesIO(primary)).getexif().tobytes())
+    data = primary + secondary
+    original = process(data, SMALL).original
+
+    assert original == process(primary, SMALL).original
+    assert original.count(b"Exif\x00\x00") == 1
+    assert decoded(original).tobytes() == decoded(primary).tobytes()
+
+
+def test_heif_metadata_that_cannot_be_rewritten_in_place_is_reencoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fallback when the EXIF item is laid out so it cannot be overwritten in place
+    (simulated: no item found): the location still goes, at the cost of re-encoding."""
+    import chalicelib.imaging as imaging
+
+    monkeypatch.setattr(imaging, "_heif_metadata_items", lambda data: [])
+    for name in ("gps.heic", "gps.avif"):
+        data = read(name)
+        result = process(data, SMALL)
+        after = decoded(result.original)
+        exif = after.getexif()
+        assert exif.get_ifd(0x8825) == {}, name
+        assert exif[0x010F] == "FixtureCam", name
+        assert after.size == decoded(data).size
+        assert b"Berlin" not in result.original
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF", "PNG", "WEBP", "JPEG"])
+def test_orientation_6_in_every_format_that_carries_exif(fmt: str) -> None:
+    """HEIC's encoder turns EXIF orientation into ``irot``, which libheif applies; the
+    others keep the tag, which the renditions apply."""
+    sys.path.insert(0, str(FIXTURES.parent))
+    try:
+        from generate_processing import camera_exif, pattern
+    finally:
+        sys.path.remove(str(FIXTURES.parent))
+    buffer = io.BytesIO()
+    pattern((64, 48)).save(buffer, fmt, exif=camera_exif(orientation=6).tobytes())
+    result = process(buffer.getvalue(), SMALL)
+
+    assert (result.info.width, result.info.height) == (48, 64)
+    largest = decoded(result.renditions[-1].data).convert("RGB")
+    assert largest.size == (48, 64)
+    red, green, _ = largest.getpixel((44, 4))  # type: ignore[misc]
+    assert red > 200 and green < 60
+
+
+@pytest.mark.parametrize("name", ["animated.gif", "animated.webp", "animated.png"])
+def test_an_animation_cut_anywhere_before_its_end_is_415(name: str) -> None:
+    """Every frame is decoded, so a cut in any frame is found (the last 12 bytes are
+    PNG's IEND chunk and GIF's trailer, after the last pixel)."""
+    data = read(name)
+    limits = ImageLimits(MIB, 50_000_000, 256 * MIB, 300, (16,))
+    for cut in range(16, len(data) - 12, max(1, len(data) // 60)):
+        with pytest.raises(UnsupportedImageError):
+            process(data[:cut], limits)

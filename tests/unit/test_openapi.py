@@ -71,6 +71,10 @@ def assert_matches_document(path: str, method: str, response: Any) -> None:
     content = resolve(responses[status]).get("content")
     if content is None:
         return
+    media_type = response.headers.get("Content-Type", "application/json").split(";")[0]
+    assert media_type in content, f"{method.upper()} {path}: {status} is not {media_type}"
+    if media_type != "application/json":
+        return
     schema = content["application/json"]["schema"]
     registry: Registry[Any] = Registry().with_resource(
         DOCUMENT_URI, Resource(contents=openapi_document(), specification=DRAFT4)
@@ -141,8 +145,9 @@ def test_documented_text_limits_are_the_validators_limits():
         properties = schemas[upload_schema]["properties"]
         assert properties["title"]["maxLength"] == validation.MAX_TITLE_CHARS
         assert properties["description"]["maxLength"] == validation.MAX_DESCRIPTION_CHARS
-    assert schemas["UserId"]["pattern"] == validation.USER_ID_PATTERN.pattern
-    assert schemas["Tag"]["pattern"] == validation.TAG_PATTERN.pattern
+    # JSON Schema patterns search; the validators' fullmatch: anchored, they are the same.
+    assert schemas["UserId"]["pattern"] == f"^{validation.USER_ID_PATTERN.pattern}$"
+    assert schemas["Tag"]["pattern"] == f"^{validation.TAG_PATTERN.pattern}$"
     assert schemas["ImageRecord"]["properties"]["tags"]["maxItems"] == validation.MAX_TAGS
     assert schemas["Metadata"]["maxProperties"] == validation.MAX_METADATA_KEYS
 

@@ -323,6 +323,9 @@ def test_gateway_errors_have_chalice_error_shape() -> None:
         assert response["statusCode"] == status
         body = json.loads(response["responseTemplates"]["application/json"])
         assert set(body) == {"Code", "Message"} and body["Code"] == code
+        # As every answer of the app (issue 9).
+        headers = response["responseParameters"]
+        assert headers["gatewayresponse.header.X-Content-Type-Options"] == "'nosniff'"
 
 
 def test_auth_step_is_idempotent(generated_with_auth: dict[str, Any]) -> None:

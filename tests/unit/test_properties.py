@@ -16,6 +16,7 @@ the minimal example; Hypothesis replays it first on the next run (``.hypothesis/
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import uuid
 from collections.abc import Iterator
@@ -181,11 +182,14 @@ def returns_or_refuses(function: Any, *args: Any) -> Any:
 )
 def test_parse_upload_returns_a_valid_upload_or_refuses(body, content_type):
     default_user = "bob" if len(body) % 2 else None
-    upload = returns_or_refuses(parse_upload, body, content_type, 64 * 1024, default_user)
+    parse = functools.partial(
+        parse_upload, max_request_bytes=64 * 1024, default_user_id=default_user
+    )
+    upload = returns_or_refuses(parse, body, content_type)
     if upload is not None:
-        assert validation.USER_ID_PATTERN.match(upload.user_id)
+        assert validation.USER_ID_PATTERN.fullmatch(upload.user_id)
         assert len(upload.tags) <= validation.MAX_TAGS
-        assert all(validation.TAG_PATTERN.match(tag) for tag in upload.tags)
+        assert all(validation.TAG_PATTERN.fullmatch(tag) for tag in upload.tags)
         assert len(upload.title) <= validation.MAX_TITLE_CHARS
         assert len(upload.description) <= validation.MAX_DESCRIPTION_CHARS
         assert all(isinstance(value, str) for value in upload.metadata.values())
