@@ -17,6 +17,19 @@ resource "aws_cloudwatch_log_group" "authorizer" {
   retention_in_days = var.log_retention_days
 }
 
+# The S3 notification's function (on_upload_created, ingests what clients post under
+# uploads/) and the scheduled sweep: each its own log group and least-privilege policy
+# (.chalice/policy-localstack-upload-handler.json, .chalice/policy-localstack-sweep.json).
+resource "aws_cloudwatch_log_group" "upload_handler" {
+  name              = "/aws/lambda/${local.function_name}-on_upload_created"
+  retention_in_days = var.log_retention_days
+}
+
+resource "aws_cloudwatch_log_group" "sweep" {
+  name              = "/aws/lambda/${local.function_name}-sweep"
+  retention_in_days = var.log_retention_days
+}
+
 module "api" {
   source = "./chalice"
 
@@ -28,8 +41,15 @@ module "api" {
   token_secret           = var.token_secret
   max_image_bytes        = var.max_image_bytes
   max_image_pixels       = var.max_image_pixels
+  max_decode_bytes       = var.max_decode_bytes
+  max_animation_frames   = var.max_animation_frames
+  rendition_sizes        = join(",", var.rendition_sizes)
+  upload_expires_seconds = var.upload_expires_seconds
   url_expires_seconds    = var.url_expires_seconds
+  sweep_grace_seconds    = var.sweep_grace_seconds
   s3_public_endpoint_url = var.s3_public_endpoint_url
+  # One variable: the API's CORS_ALLOW_ORIGINS and the bucket's CORS rule (s3.tf).
+  cors_allow_origins = join(",", var.cors_allow_origins)
   # One variable: the functions' AUTH_MODE and the Swagger body (authorizer) API Gateway
   # gets, see scripts/package_terraform.py.
   auth_mode                = var.auth_mode
@@ -38,6 +58,10 @@ module "api" {
   jwt_audience             = var.jwt_audience
   cognito_user_pool_arn    = var.cognito_user_pool_arn
   authorizer_log_group_arn = aws_cloudwatch_log_group.authorizer.arn
+  # The S3 notification of uploads/ (through the module: scripts/package_terraform.py
+  # points it at bucket_name) and the sweep's schedule invoke these two functions.
+  upload_handler_log_group_arn = aws_cloudwatch_log_group.upload_handler.arn
+  sweep_log_group_arn          = aws_cloudwatch_log_group.sweep.arn
 }
 
 # Throttling of every method of the stage (API Gateway answers 429 above it, in Chalice's

@@ -1,5 +1,8 @@
 # The metadata table. Keys and indexes must equal chalicelib/schema.py's
 # table_definition(): tests/unit/test_schema.py parses this file and fails if they differ.
+# TTL: DynamoDB deletes an item (a direct upload's pending item) some time after the
+# epoch seconds in its expires_at_epoch attribute (chalicelib.schema.TTL_ATTRIBUTE);
+# items without the attribute never expire.
 
 resource "aws_dynamodb_table" "metadata" {
   name         = local.table_name
@@ -44,6 +47,11 @@ resource "aws_dynamodb_table" "metadata" {
     hash_key        = "gsi2pk"
     range_key       = "gsi2sk"
     projection_type = "ALL"
+  }
+
+  ttl {
+    attribute_name = "expires_at_epoch"
+    enabled        = true
   }
 
   point_in_time_recovery {

@@ -7,3 +7,7 @@ force_destroy          = true
 # LocalStack's S3 is plain http: a TLS-only bucket policy would deny the Lambda and the
 # presigned URLs wherever LocalStack enforces bucket policies.
 require_tls = false
+# The web page `make deploy` serves from LocalStack's execute-api origin posts uploads to
+# LocalStack's S3 (localhost:4566), another origin: allow any on this local emulator. On
+# AWS, list the origins that may use the service (e.g. the API's own URL's origin).
+cors_allow_origins = ["*"]

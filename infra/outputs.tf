@@ -17,6 +17,21 @@ output "function_name" {
   value       = local.function_name
 }
 
+output "upload_handler_function_name" {
+  description = "The Lambda function the bucket notifies of objects created under uploads/ (on_upload_created)."
+  value       = "${local.function_name}-on_upload_created"
+}
+
+output "sweep_function_name" {
+  description = "The Lambda function the hourly schedule invokes (sweep)."
+  value       = "${local.function_name}-sweep"
+}
+
+output "upload_expiration_days" {
+  description = "Days after which the bucket's lifecycle rule removes an object left under uploads/."
+  value       = local.upload_expiration_days
+}
+
 output "bucket_name" {
   description = "S3 bucket holding image bytes."
   value       = aws_s3_bucket.images.id

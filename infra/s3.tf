@@ -1,6 +1,7 @@
 # The image bucket: private (public access blocked, ACLs off), encrypted at rest, TLS
-# only, open to browsers for GET and PUT through presigned URLs (CORS), and cleaned of
-# abandoned multipart uploads.
+# only, open to browsers of var.cors_allow_origins for presigned GETs and the direct
+# uploads' presigned POSTs (CORS), and cleaned of abandoned multipart uploads and of
+# direct uploads never completed.
 
 resource "aws_s3_bucket" "images" {
   bucket        = local.bucket_name
@@ -31,11 +32,16 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "images" {
   }
 }
 
+# The origins are the API's CORS_ALLOW_ORIGINS (one variable, app.tf): a browser page
+# from one of them may call the API, POST a direct upload (presigned POST) and GET images
+# and renditions (presigned GET). No origins: no CORS rule at all (same origin only).
 resource "aws_s3_bucket_cors_configuration" "images" {
+  count = length(var.cors_allow_origins) > 0 ? 1 : 0
+
   bucket = aws_s3_bucket.images.id
   cors_rule {
-    allowed_methods = ["GET", "HEAD", "PUT"]
-    allowed_origins = var.cors_allowed_origins
+    allowed_methods = ["GET", "HEAD", "POST"]
+    allowed_origins = var.cors_allow_origins
     allowed_headers = ["*"]
     expose_headers  = ["ETag", "Content-Length", "Content-Type", "Content-Disposition"]
     max_age_seconds = 3000
@@ -77,8 +83,27 @@ resource "aws_s3_bucket_policy" "images" {
 
 # Parts of a multipart upload that never completes are stored (and billed) but invisible
 # to listings; S3 drops them after abort_incomplete_multipart_upload_days.
+# Direct uploads: ingest removes the object under uploads/ once the image is stored, so
+# what stays there is an upload never completed (or rejected and not yet removed). S3
+# counts lifecycle days from the object's creation, in whole days (rounded up to the
+# next midnight UTC), so objects expire after local.upload_expiration_days: the
+# presigned POST's lifetime rounded up to whole days, at least 1. The sweep removes
+# expired uploads' objects earlier (once past SWEEP_GRACE_SECONDS).
 resource "aws_s3_bucket_lifecycle_configuration" "images" {
   bucket = aws_s3_bucket.images.id
+
+  rule {
+    id     = "expire-direct-uploads"
+    status = "Enabled"
+
+    filter {
+      prefix = local.upload_prefix
+    }
+
+    expiration {
+      days = local.upload_expiration_days
+    }
+  }
 
   rule {
     id     = "abort-incomplete-multipart-uploads"

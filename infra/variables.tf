@@ -51,6 +51,62 @@ variable "max_image_pixels" {
   default     = 50000000
 }
 
+variable "max_decode_bytes" {
+  description = "Most bytes the decoded pixels of one image may take, width x height x bytes per pixel x frames, checked before decoding (MAX_DECODE_BYTES)."
+  type        = number
+  default     = 268435456
+
+  validation {
+    condition     = var.max_decode_bytes >= 1 && floor(var.max_decode_bytes) == var.max_decode_bytes
+    error_message = "max_decode_bytes must be a positive whole number of bytes."
+  }
+}
+
+variable "max_animation_frames" {
+  description = "Most frames an animated GIF, WebP or PNG may have (MAX_ANIMATION_FRAMES)."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.max_animation_frames >= 1 && floor(var.max_animation_frames) == var.max_animation_frames
+    error_message = "max_animation_frames must be a positive whole number."
+  }
+}
+
+variable "rendition_sizes" {
+  description = "Longer side in pixels of each WebP rendition (RENDITION_SIZES, passed comma-separated)."
+  type        = list(number)
+  default     = [320, 640, 1080]
+
+  validation {
+    condition     = length(var.rendition_sizes) > 0 && alltrue([for size in var.rendition_sizes : size >= 1 && floor(size) == size])
+    error_message = "rendition_sizes must be a non-empty list of positive whole pixel sizes."
+  }
+}
+
+variable "upload_expires_seconds" {
+  description = "Lifetime in seconds of a direct upload's presigned POST and pending item (UPLOAD_EXPIRES_SECONDS); the lifecycle rule on uploads/ expires objects after this, rounded up to whole days."
+  type        = number
+  default     = 3600
+
+  validation {
+    # SigV4 presigned requests live at most 7 days.
+    condition     = var.upload_expires_seconds >= 1 && var.upload_expires_seconds <= 604800 && floor(var.upload_expires_seconds) == var.upload_expires_seconds
+    error_message = "upload_expires_seconds must be a whole number of seconds from 1 to 604800 (7 days)."
+  }
+}
+
+variable "sweep_grace_seconds" {
+  description = "Age in seconds under which the sweep leaves an object or item alone (SWEEP_GRACE_SECONDS): a request may still be writing it."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.sweep_grace_seconds >= 1 && floor(var.sweep_grace_seconds) == var.sweep_grace_seconds
+    error_message = "sweep_grace_seconds must be a positive whole number of seconds."
+  }
+}
+
 variable "url_expires_seconds" {
   description = "Lifetime of presigned URLs in listings, and the default for views (URL_EXPIRES_SECONDS)."
   type        = number
@@ -139,10 +195,15 @@ variable "abort_incomplete_multipart_upload_days" {
   }
 }
 
-variable "cors_allowed_origins" {
-  description = "Origins allowed to GET and PUT objects in the bucket from a browser."
+variable "cors_allow_origins" {
+  description = "Origins browsers may use the service from: the API's CORS_ALLOW_ORIGINS (joined with commas) and the bucket's CORS rule (POST direct uploads, GET images). \"*\" allows any origin; empty (the default): same origin only, and no bucket CORS rule."
   type        = list(string)
-  default     = ["*"]
+  default     = []
+
+  validation {
+    condition     = alltrue([for origin in var.cors_allow_origins : origin == "*" || can(regex("^https?://[^/,\\s]+$", origin))])
+    error_message = "cors_allow_origins entries must be \"*\" or an origin such as https://app.example.com (scheme://host[:port], no path)."
+  }
 }
 
 variable "require_tls" {
@@ -173,4 +234,9 @@ locals {
   bucket_name   = var.bucket_name != "" ? var.bucket_name : "${var.app_name}-${var.stage}-images-${data.aws_caller_identity.current.account_id}"
   table_name    = var.table_name != "" ? var.table_name : "${var.app_name}-${var.stage}"
   function_name = "${var.app_name}-${var.stage}" # Chalice names the API handler <app_name>-<stage>
+  # Where direct uploads are posted (chalicelib.storage.UPLOAD_PREFIX; app.py's S3
+  # notification filters on it). tests/unit/test_infra_security.py checks they agree.
+  upload_prefix = "uploads/"
+  # Lifecycle expiration of uploads/: the upload lifetime in whole days, at least 1.
+  upload_expiration_days = max(1, ceil(var.upload_expires_seconds / 86400))
 }

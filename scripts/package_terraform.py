@@ -24,8 +24,23 @@ choose the API's authorizer:
    gets ``local.chalice_api_swaggers[var.auth_mode]``, so the one Terraform variable that
    sets the functions' ``AUTH_MODE`` also picks what API Gateway enforces. Every body
    answers API Gateway's own 401 and 429 in Chalice's error shape (gateway responses).
-5. Every ``${var.NAME}`` written in the Chalice config (environment variables, the IAM
-   policy file) becomes a declared string ``variable``, so the generated directory is a
+5. S3 notifications (``@app.on_s3_event``): Chalice names the bucket it read at import
+   (``chalicelib.storage.upload_bucket_name()``: a placeholder, or the stage's
+   ``BUCKET_NAME`` text) and keys the ``aws_s3_bucket_notification`` by that name, which
+   is no valid Terraform name when it is ``${var.bucket_name}``. Each notification is
+   pointed at the ``BUCKET_NAME`` environment value of the functions it invokes (the
+   bucket ``infra/`` passes in, ``${var.bucket_name}``), keyed ``<variable>_notify``
+   (notifications of one bucket merged: S3 keeps one configuration per bucket), and
+   ``depends_on`` the ``aws_lambda_permission`` resources that let S3 invoke those
+   functions, whose ``source_arn`` names the same bucket. Without that ordering S3
+   refuses the configuration ("Unable to validate the following destination
+   configurations"). Filters (``filter_prefix``, events) are kept as written.
+6. Schedules (``@app.schedule``): each ``aws_cloudwatch_event_rule`` is named after the
+   function it targets (``<app>-<stage>-<function>``, as ``chalice deploy`` names it)
+   instead of Chalice's bare ``<function>-event``, so two stages in one account do not
+   share (and overwrite) one rule.
+7. Every ``${var.NAME}`` written in the Chalice config (environment variables, the IAM
+   policy files) becomes a declared string ``variable``, so the generated directory is a
    module the root configuration in ``infra/`` passes bucket, table and limits into.
 
 CLI: ``python -m scripts.package_terraform infra/chalice/chalice.tf.json`` rewrites the
@@ -78,6 +93,12 @@ GATEWAY_RESPONSES: dict[str, Any] = {
     },
 }
 _VARIABLE_REFERENCE = re.compile(r"\$\{var\.([A-Za-z_][A-Za-z0-9_]*)\}")
+_FUNCTION_REFERENCE = re.compile(r"^\$\{aws_lambda_function\.([A-Za-z0-9_-]+)\.arn\}$")
+_RULE_REFERENCE = re.compile(r"^\$\{aws_cloudwatch_event_rule\.([A-Za-z0-9_-]+)\.name\}$")
+#: The environment variable that names the functions' bucket (``chalicelib.config``).
+BUCKET_VARIABLE = "BUCKET_NAME"
+S3_PRINCIPAL = "s3.amazonaws.com"
+S3_BUCKET_ARN = "arn:${data.aws_partition.chalice.partition}:s3:::"
 
 
 class TemplateError(ValueError):
@@ -98,13 +119,18 @@ def make_compatible(template: dict[str, Any]) -> dict[str, Any]:
         TemplateError: the template has no ``terraform`` block, something references
             ``null_data_source`` (removing it would leave a dangling reference), a
             function's ``AUTH_MODE`` is set to something other than ``${var.auth_mode}``,
-            or it is and the routes carry no single Chalice authorizer.
+            or it is and the routes carry no single Chalice authorizer; an S3
+            notification invokes something other than this module's functions, or
+            functions without (or with different) ``BUCKET_NAME``; an event rule's
+            targets are not exactly one of this module's functions.
     """
     result = copy.deepcopy(template)
     _update_requirements(result)
     _drop_null_data_source(result)
     _split_api_gateway_stages(result)
     _swagger_by_auth_mode(result)
+    _point_notifications_at_the_bucket(result)
+    _name_event_rules_after_functions(result)
     _declare_variables(result)
     return result
 
@@ -233,6 +259,97 @@ def _with_authorizer(
             if kept:
                 operation["security"] = kept
     return result
+
+
+def _function_of(reference: object, functions: dict[str, Any], what: str) -> str:
+    """The name of the module's function that ``reference`` names.
+
+    ``reference`` must be ``${aws_lambda_function.NAME.arn}`` with NAME in ``functions``.
+
+    Raises:
+        TemplateError: it is anything else (``what`` names the referring resource).
+    """
+    match = _FUNCTION_REFERENCE.match(reference) if isinstance(reference, str) else None
+    if match is None or match[1] not in functions:
+        raise TemplateError(f"{what} invokes {reference!r}, not a function of this module")
+    return match[1]
+
+
+def _notification_key(bucket: str) -> str:
+    """A valid Terraform resource name for the notification of ``bucket``."""
+    variable = _VARIABLE_REFERENCE.fullmatch(bucket)
+    base = variable[1] if variable else re.sub(r"[^A-Za-z0-9_-]", "_", bucket)
+    return f"{base if re.match(r'[A-Za-z_]', base) else '_' + base}_notify"
+
+
+def _point_notifications_at_the_bucket(template: dict[str, Any]) -> None:
+    resources: dict[str, Any] = template.get("resource", {})
+    notifications: dict[str, Any] = resources.get("aws_s3_bucket_notification", {})
+    if not notifications:
+        return
+    functions: dict[str, Any] = resources.get("aws_lambda_function", {})
+    permissions: dict[str, Any] = resources.get("aws_lambda_permission", {})
+    merged: dict[str, dict[str, Any]] = {}
+    for name, notification in notifications.items():
+        targets = {
+            _function_of(entry.get("lambda_function_arn"), functions, f"notification {name}")
+            for entry in notification.get("lambda_function", [])
+        }
+        buckets = {
+            functions[target].get("environment", {}).get("variables", {}).get(BUCKET_VARIABLE)
+            for target in targets
+        }
+        if len(buckets) != 1 or None in buckets:
+            raise TemplateError(
+                f"notification {name}: the functions it invokes ({', '.join(sorted(targets))}) "
+                f"must share one {BUCKET_VARIABLE}, got {sorted(map(str, buckets))}"
+            )
+        (bucket,) = buckets
+        assert isinstance(bucket, str)
+        key = _notification_key(bucket)
+        target = merged.setdefault(key, {"bucket": bucket, "lambda_function": []})
+        for entry in notification.get("lambda_function", []):
+            if entry not in target["lambda_function"]:
+                target["lambda_function"].append(entry)
+        depends_on: list[str] = target.setdefault("depends_on", [])
+        for permission_name, permission in sorted(permissions.items()):
+            if permission.get("principal") != S3_PRINCIPAL:
+                continue
+            invoked = _FUNCTION_REFERENCE.match(str(permission.get("function_name", "")))
+            if invoked is None or invoked[1] not in targets:
+                continue
+            permission["source_arn"] = f"{S3_BUCKET_ARN}{bucket}"
+            address = f"aws_lambda_permission.{permission_name}"
+            if address not in depends_on:
+                depends_on.append(address)
+        for entry in notification.get("depends_on", []):
+            if entry not in depends_on:
+                depends_on.append(entry)
+    for key, notification in merged.items():
+        if not notification["depends_on"]:
+            raise TemplateError(
+                f"notification {key}: no aws_lambda_permission lets S3 invoke its functions"
+            )
+    resources["aws_s3_bucket_notification"] = merged
+
+
+def _name_event_rules_after_functions(template: dict[str, Any]) -> None:
+    resources: dict[str, Any] = template.get("resource", {})
+    rules: dict[str, Any] = resources.get("aws_cloudwatch_event_rule", {})
+    functions: dict[str, Any] = resources.get("aws_lambda_function", {})
+    targets: dict[str, list[str]] = {}
+    for name, target in resources.get("aws_cloudwatch_event_target", {}).items():
+        rule = _RULE_REFERENCE.match(str(target.get("rule", "")))
+        if rule is None:
+            continue
+        targets.setdefault(rule[1], []).append(
+            _function_of(target.get("arn"), functions, f"event target {name}")
+        )
+    for name, rule in rules.items():
+        invoked = targets.get(name, [])
+        if len(invoked) != 1:
+            raise TemplateError(f"event rule {name} targets {len(invoked)} functions, not one")
+        rule["name"] = functions[invoked[0]]["function_name"]
 
 
 def _declare_variables(template: dict[str, Any]) -> None:

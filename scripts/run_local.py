@@ -9,7 +9,12 @@ Steps:
    created only when missing (:func:`ensure_resources`). The bucket's CORS lets the
    gallery's page (this port) and ``CORS_ALLOW_ORIGINS`` post uploads to it
    (:func:`ensure_bucket_cors`).
-3. ``chalice local --stage dev --host 127.0.0.1 --port PORT`` as a child whose environment
+3. Upload events: the bucket notifies an SQS queue of objects created under
+   ``uploads/`` and a child process (``python -m scripts.deliver_uploads``, with the
+   stage's environment) hands each event to ``app.on_upload_created``, the handler the
+   deployed S3 notification invokes: moto invokes no Lambda, so without this a client
+   that uploads and polls would wait forever (see :mod:`scripts.deliver_uploads`).
+4. ``chalice local --stage dev --host 127.0.0.1 --port PORT`` as a child whose environment
    carries the endpoint, a region, and dummy credentials when the user has none. The
    rest of the caller's environment passes through; the ``dev`` stage sets no
    ``AUTH_MODE``, so ``AUTH_MODE=jwt make run`` serves with the JWT authorizer on.
@@ -20,8 +25,8 @@ it): ``{"pid", "api_url", "endpoint_url", "stage"}``. ``make reconcile`` reads i
 the running emulator (:func:`running_state`); the file is removed on exit.
 
 Ctrl-C or SIGTERM stops ``chalice local`` (its whole process group: with autoreload it
-is two processes) and then moto. If ``chalice local`` or moto exits on its own, so does
-this script, with a non-zero status.
+is two processes), the event delivery and then moto. If ``chalice local``, the delivery
+or moto exits on its own, so does this script, with a non-zero status.
 
 Usage: ``python -m scripts.run_local [--port 8000] [--stage dev] [--no-autoreload]``
 """
@@ -48,7 +53,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.schema import create_table
-from chalicelib.storage import ImageStorage
+from chalicelib.storage import UPLOAD_PREFIX, ImageStorage
+from scripts.deliver_uploads import DEFAULT_HANDLER, subscribe
 from scripts.emulator import (
     DUMMY_CREDENTIALS,
     PROJECT_DIR,
@@ -174,15 +180,7 @@ def ensure_resources(
     Safe to call again: existing resources are left as they are. Credentials and region
     come from :func:`aws_environment` applied to ``environ``.
     """
-    env = aws_environment(endpoint_url, environ)
-    region = env.get("AWS_REGION") or env["AWS_DEFAULT_REGION"]
-    session = boto3.session.Session(
-        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=env.get("AWS_SESSION_TOKEN"),
-        profile_name=None if env.get("AWS_ACCESS_KEY_ID") else env.get("AWS_PROFILE"),
-        region_name=region,
-    )
+    session = _session(aws_environment(endpoint_url, environ))
     s3 = session.client(
         "s3", endpoint_url=endpoint_url, config=Config(s3={"addressing_style": "path"})
     )
@@ -235,6 +233,55 @@ def ensure_bucket_cors(
             ]
         },
     )
+
+
+def _session(env: Mapping[str, str]) -> boto3.session.Session:
+    return boto3.session.Session(
+        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=env.get("AWS_SESSION_TOKEN"),
+        profile_name=None if env.get("AWS_ACCESS_KEY_ID") else env.get("AWS_PROFILE"),
+        region_name=env.get("AWS_REGION") or env["AWS_DEFAULT_REGION"],
+    )
+
+
+def subscribe_upload_events(
+    endpoint_url: str, bucket: str, environ: Mapping[str, str] | None = None
+) -> str:
+    """Make ``bucket`` at ``endpoint_url`` notify a queue of objects created under
+    ``uploads/`` (:func:`scripts.deliver_uploads.subscribe`); return the queue URL.
+
+    Raises:
+        botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError: the emulator
+            refused or could not be reached.
+    """
+    session = _session(aws_environment(endpoint_url, environ))
+    s3 = session.client(
+        "s3", endpoint_url=endpoint_url, config=Config(s3={"addressing_style": "path"})
+    )
+    return subscribe(s3, session.client("sqs", endpoint_url=endpoint_url), bucket, UPLOAD_PREFIX)
+
+
+def delivery_environment(
+    endpoint_url: str, stage_env: Mapping[str, str], environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of the upload event delivery: what ``chalice local`` gives the app
+    (the caller's environment pointed at the emulator, overridden by the stage's
+    variables), so the handler builds the same service the API does."""
+    return {**aws_environment(endpoint_url, environ), **stage_env}
+
+
+def delivery_command(queue_url: str, handler: str = DEFAULT_HANDLER) -> list[str]:
+    """The command line of the upload event delivery (``python -m scripts.deliver_uploads``)."""
+    return [
+        sys.executable,
+        "-m",
+        "scripts.deliver_uploads",
+        "--queue-url",
+        queue_url,
+        "--handler",
+        handler,
+    ]
 
 
 def chalice_command(
@@ -311,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     state_file = state_path()
     moto: MotoServer | None = None
     chalice: subprocess.Popen[bytes] | None = None
+    delivery: subprocess.Popen[bytes] | None = None
     try:
         if not port_is_free(args.port):
             print(
@@ -328,12 +376,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             ensure_resources(endpoint_url, bucket, table)
             ensure_bucket_cors(endpoint_url, bucket, page_origins(args.port))
+            queue_url = subscribe_upload_events(endpoint_url, bucket)
         except (BotoCoreError, ClientError) as error:
             print(
-                f"run_local: cannot create {bucket}/{table} at {endpoint_url}: {error}",
+                f"run_local: cannot create {bucket}/{table} or its upload events queue at "
+                f"{endpoint_url}: {error}",
                 file=sys.stderr,
             )
             return 1
+        delivery = subprocess.Popen(
+            delivery_command(queue_url),
+            cwd=PROJECT_DIR,
+            env=delivery_environment(endpoint_url, stage_env),
+            start_new_session=True,
+        )
         chalice = subprocess.Popen(
             chalice_command(args.port, args.stage, args.autoreload),
             cwd=PROJECT_DIR,
@@ -354,7 +410,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"Image service API: http://{HOST}:{args.port}  |  AWS emulator: {emulator}, "
             f"bucket {bucket}, table {table}  |  AUTH_MODE={os.environ.get('AUTH_MODE') or 'none'}"
-            "  |  Ctrl-C stops both",
+            f"  |  upload events: {UPLOAD_PREFIX} -> app.{DEFAULT_HANDLER} (pid {delivery.pid})"
+            "  |  Ctrl-C stops all",
             flush=True,
         )
         while True:
@@ -364,6 +421,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if moto is not None and moto.process.poll() is not None:
                     print(
                         f"run_local: moto server exited ({moto.process.returncode})",
+                        file=sys.stderr,
+                    )
+                    return 1
+                if delivery.poll() is not None:
+                    print(
+                        f"run_local: upload event delivery exited ({delivery.returncode})",
                         file=sys.stderr,
                     )
                     return 1
@@ -378,6 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         remove_state(state_file)
         if chalice is not None:
             stop_process_group(chalice)
+        if delivery is not None:
+            stop_process_group(delivery)
         if moto is not None:
             moto.stop()
 

@@ -29,6 +29,9 @@ INFRA = REPO / "infra"
 VENV_BIN = Path(sys.executable).parent
 REGION = "us-east-1"
 STAGE = "localstack"
+#: What the deploy tests set cors_allow_origins and sweep_grace_seconds to.
+CORS_ORIGINS = ["http://localhost:8000", "https://app.example.com"]
+SWEEP_GRACE_SECONDS = 1
 # Output of `terraform init` when the provider cannot be had (no registry, no mirror).
 PROVIDER_UNAVAILABLE = (
     "Failed to query available provider packages",
@@ -143,6 +146,11 @@ def terraform(packaged_infra: Path, moto_server: MotoServer) -> Terraform:
         "TF_VAR_jwt_secret": secrets.token_urlsafe(48),
         # The deployed function signs presigned URLs for this endpoint, as on LocalStack.
         "TF_VAR_s3_public_endpoint_url": endpoint,
+        # One variable for the API's CORS_ALLOW_ORIGINS and the bucket's CORS rule.
+        "TF_VAR_cors_allow_origins": json.dumps(CORS_ORIGINS),
+        # The sweep may remove what the deploy tests leave behind within seconds
+        # (the default, an hour, would make its test wait that long).
+        "TF_VAR_sweep_grace_seconds": str(SWEEP_GRACE_SECONDS),
     }
     env.pop("AWS_PROFILE", None)
     tf = Terraform(packaged_infra, env, terraform_cli, tflocal, endpoint)
@@ -183,15 +191,22 @@ def not_applicable_on_moto(address: str) -> bool:
     """What is planned (see ``test_full_configuration_plans``), not applied, against moto.
 
     API Gateway resources (REST API, deployment, stage, method settings) and the
-    permissions that name the API: moto's API Gateway refuses the Swagger 2.0 body Chalice
-    generates. The TLS-only bucket policy: moto applies a bucket policy's Deny statements
-    without evaluating their conditions, so it would refuse every object call, and moto
-    only speaks http anyway.
+    permissions that name the API (``rest_api_invoke``, ``jwt_auth_invoke``): moto's API
+    Gateway refuses the Swagger 2.0 body Chalice generates (the permissions that let S3
+    and EventBridge invoke the upload handler and the sweep are applied). The TLS-only
+    bucket policy: moto applies a bucket policy's Deny statements without evaluating
+    their conditions, so it would refuse every object call, and moto only speaks http
+    anyway.
     """
     dotted = f".{address}"
     return any(
         kind in dotted
-        for kind in (".aws_api_gateway_", ".aws_lambda_permission.", ".aws_s3_bucket_policy.")
+        for kind in (
+            ".aws_api_gateway_",
+            ".aws_lambda_permission.rest_api_invoke",
+            ".aws_lambda_permission.jwt_auth_invoke",
+            ".aws_s3_bucket_policy.",
+        )
     )
 
 

@@ -2,10 +2,13 @@
 
 What LocalStack would do in `make deploy` is done here by moto's server on loopback:
 ``terraform validate`` and ``tflocal plan`` of the whole configuration; ``tflocal apply``
-of everything moto can create (bucket with its TLS-only policy and lifecycle rule, table,
-log groups, IAM roles and policies, the API and authorizer Lambda functions). moto's API
-Gateway refuses Chalice's Swagger 2.0 body, so the REST API, its deployment, stage and
-throttling settings, and the invoke permissions are planned, not applied.
+of everything moto can create (bucket with its lifecycle rules and CORS, table with its
+TTL, log groups, IAM roles and policies, the API, authorizer, upload handler and sweep
+Lambda functions, the bucket's notification of ``uploads/`` with the permission S3
+invokes through, the sweep's schedule rule, target and permission). moto's API Gateway
+refuses Chalice's Swagger 2.0 body, so the REST API, its deployment, stage and
+throttling settings, and the API's invoke permissions are planned, not applied; so is
+the TLS-only bucket policy.
 
 The stack is deployed with ``auth_mode = "jwt"``. The deployed functions are read back
 from moto, the ``deployment.zip`` Terraform uploaded (same SHA-256 as moto reports) is
@@ -13,7 +16,8 @@ unpacked into a fresh directory, and its handlers are invoked in separate Python
 processes that see only the zip, boto3 (as the Lambda runtime provides it) and each
 function's environment: the ``jwt_auth`` authorizer with TOKEN events, and the API with
 API Gateway REST proxy events that carry the principal the authorizer returned, as API
-Gateway passes it on.
+Gateway passes it on. The upload handler gets an S3 event for an object posted with the
+presigned POST that ``POST /uploads`` returned; the sweep a scheduled event.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ import os
 import select
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import boto3
 import pytest
@@ -39,8 +44,16 @@ import requests
 
 from chalicelib.auth import issue_token
 from chalicelib.config import JwtSettings
-from chalicelib.schema import table_definition
-from tests.deploy.conftest import INFRA, REGION, Terraform, not_applicable_on_moto
+from chalicelib.schema import TTL_ATTRIBUTE, table_definition
+from chalicelib.storage import KEY_PREFIX, RENDITION_PREFIX, UPLOAD_PREFIX
+from tests.deploy.conftest import (
+    CORS_ORIGINS,
+    INFRA,
+    REGION,
+    SWEEP_GRACE_SECONDS,
+    Terraform,
+    not_applicable_on_moto,
+)
 
 pytestmark = pytest.mark.deploy
 
@@ -61,12 +74,14 @@ EXPECTED_PLAN = {
     "aws_s3_bucket_public_access_block.images",
     "aws_s3_bucket_ownership_controls.images",
     "aws_s3_bucket_server_side_encryption_configuration.images",
-    "aws_s3_bucket_cors_configuration.images",
+    "aws_s3_bucket_cors_configuration.images[0]",
     "aws_s3_bucket_policy.images[0]",
     "aws_s3_bucket_lifecycle_configuration.images",
     "aws_dynamodb_table.metadata",
     "aws_cloudwatch_log_group.api",
     "aws_cloudwatch_log_group.authorizer",
+    "aws_cloudwatch_log_group.upload_handler",
+    "aws_cloudwatch_log_group.sweep",
     "aws_api_gateway_method_settings.throttling",
     "module.api.aws_iam_role.api_handler_role",
     "module.api.aws_iam_role_policy.api_handler_role",
@@ -76,12 +91,25 @@ EXPECTED_PLAN = {
     "module.api.aws_iam_role_policy.jwt_auth_role",
     "module.api.aws_lambda_function.jwt_auth",
     "module.api.aws_lambda_permission.jwt_auth_invoke",
+    "module.api.aws_iam_role.on_upload_created_role",
+    "module.api.aws_iam_role_policy.on_upload_created_role",
+    "module.api.aws_lambda_function.on_upload_created",
+    "module.api.aws_lambda_permission.on_upload_created-s3event",
+    "module.api.aws_s3_bucket_notification.bucket_name_notify",
+    "module.api.aws_iam_role.sweep_role",
+    "module.api.aws_iam_role_policy.sweep_role",
+    "module.api.aws_lambda_function.sweep",
+    "module.api.aws_lambda_permission.sweep-event",
+    "module.api.aws_cloudwatch_event_rule.sweep-event",
+    "module.api.aws_cloudwatch_event_target.sweep-event",
     "module.api.aws_api_gateway_rest_api.rest_api",
     "module.api.aws_api_gateway_deployment.rest_api",
     "module.api.aws_api_gateway_stage.rest_api",
 }
 FUNCTION_NAME = "image-service-localstack"
 AUTHORIZER_NAME = f"{FUNCTION_NAME}-jwt_auth"
+UPLOAD_HANDLER_NAME = f"{FUNCTION_NAME}-on_upload_created"
+SWEEP_NAME = f"{FUNCTION_NAME}-sweep"
 
 
 def client(service: str, endpoint: str) -> Any:
@@ -183,7 +211,9 @@ def _swagger_security(packaged_infra: Path) -> dict[str, dict[str, Any]]:
     return result
 
 
-def test_the_packaged_api_secures_exactly_the_images_routes(packaged_infra: Path) -> None:
+def test_the_packaged_api_secures_exactly_the_images_and_uploads_routes(
+    packaged_infra: Path,
+) -> None:
     security = _swagger_security(packaged_infra)
     assert set(security) == {"none", "jwt", "cognito"}
     for mode, authorizer in [("none", None), ("jwt", "jwt_auth"), ("cognito", "cognito_user_pool")]:
@@ -195,6 +225,7 @@ def test_the_packaged_api_secures_exactly_the_images_routes(packaged_infra: Path
             )
             assert requirement == ([{authorizer: []}] if protected else None), (mode, operation)
         assert any(operation.endswith(" /health") for operation in security[mode])
+        assert "POST /uploads" in security[mode]
 
 
 @pytest.mark.parametrize(
@@ -237,23 +268,109 @@ def test_apply_creates_everything_but_the_rest_api(applied: Terraform) -> None:
     assert created >= applicable, applicable - created
 
 
-def test_bucket_is_private_encrypted_and_allows_browser_get_put(applied: Terraform) -> None:
+def test_bucket_is_private_encrypted_and_allows_browser_get_post(applied: Terraform) -> None:
     s3 = client("s3", applied.moto_endpoint)
     bucket = applied.outputs["bucket_name"]
     block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
     assert all(block.values()) and len(block) == 4
     encryption = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
     assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
-    cors = s3.get_bucket_cors(Bucket=bucket)["CORSRules"][0]
-    assert {"GET", "PUT"} <= set(cors["AllowedMethods"])
+    (cors,) = s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
+    assert sorted(cors["AllowedMethods"]) == ["GET", "HEAD", "POST"]
+    # The same variable as the functions' CORS_ALLOW_ORIGINS.
+    assert sorted(cors["AllowedOrigins"]) == sorted(CORS_ORIGINS)
 
 
 def test_bucket_drops_abandoned_multipart_uploads(applied: Terraform) -> None:
     s3 = client("s3", applied.moto_endpoint)
     bucket = applied.outputs["bucket_name"]
-    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    rule = rules["abort-incomplete-multipart-uploads"]
     assert rule["Status"] == "Enabled"
     assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+
+
+def _planned_output(plan: dict[str, Any], name: str) -> Any:
+    """An output's value in the full plan (a targeted apply leaves some unevaluated)."""
+    return plan["planned_values"]["outputs"][name]["value"]
+
+
+def test_bucket_expires_direct_uploads_left_under_the_upload_prefix(
+    applied: Terraform, plan: dict[str, Any]
+) -> None:
+    s3 = client("s3", applied.moto_endpoint)
+    bucket = applied.outputs["bucket_name"]
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    rule = rules["expire-direct-uploads"]
+    assert rule["Status"] == "Enabled"
+    assert rule["Filter"] == {"Prefix": UPLOAD_PREFIX}
+    # UPLOAD_EXPIRES_SECONDS 3600 rounded up to whole days.
+    assert rule["Expiration"] == {"Days": 1}
+    assert _planned_output(plan, "upload_expiration_days") == 1
+
+
+def test_table_expires_items_by_their_ttl_attribute(applied: Terraform) -> None:
+    dynamodb = client("dynamodb", applied.moto_endpoint)
+    ttl = dynamodb.describe_time_to_live(TableName=applied.outputs["table_name"])
+    assert ttl["TimeToLiveDescription"] == {
+        "TimeToLiveStatus": "ENABLED",
+        "AttributeName": TTL_ATTRIBUTE,
+    }
+
+
+def test_bucket_notifies_the_upload_handler_of_uploads(
+    applied: Terraform, plan: dict[str, Any]
+) -> None:
+    s3 = client("s3", applied.moto_endpoint)
+    lambda_ = client("lambda", applied.moto_endpoint)
+    bucket = applied.outputs["bucket_name"]
+    handler_arn = lambda_.get_function_configuration(FunctionName=UPLOAD_HANDLER_NAME)[
+        "FunctionArn"
+    ]
+    configuration = s3.get_bucket_notification_configuration(Bucket=bucket)
+    (notification,) = configuration["LambdaFunctionConfigurations"]
+    assert notification["LambdaFunctionArn"] == handler_arn
+    assert notification["Events"] == ["s3:ObjectCreated:*"]
+    assert notification["Filter"] == {
+        "Key": {"FilterRules": [{"Name": "prefix", "Value": UPLOAD_PREFIX}]}
+    }
+    assert not configuration.get("QueueConfigurations")
+    assert not configuration.get("TopicConfigurations")
+    assert _planned_output(plan, "upload_handler_function_name") == UPLOAD_HANDLER_NAME
+
+
+def _resource_policy(applied: Terraform, function_name: str) -> list[dict[str, Any]]:
+    policy = client("lambda", applied.moto_endpoint).get_policy(FunctionName=function_name)
+    statements: list[dict[str, Any]] = json.loads(policy["Policy"])["Statement"]
+    return statements
+
+
+def test_only_the_bucket_may_invoke_the_upload_handler(applied: Terraform) -> None:
+    (statement,) = _resource_policy(applied, UPLOAD_HANDLER_NAME)
+    assert statement["Effect"] == "Allow"
+    assert statement["Action"] == "lambda:InvokeFunction"
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    condition = statement["Condition"]
+    assert condition["ArnLike"]["AWS:SourceArn"] == (
+        f"arn:aws:s3:::{applied.outputs['bucket_name']}"
+    )
+    assert condition["StringEquals"]["AWS:SourceAccount"] == "123456789012"
+
+
+def test_the_sweep_runs_hourly_on_its_schedule(applied: Terraform, plan: dict[str, Any]) -> None:
+    events = client("events", applied.moto_endpoint)
+    lambda_ = client("lambda", applied.moto_endpoint)
+    sweep_arn = lambda_.get_function_configuration(FunctionName=SWEEP_NAME)["FunctionArn"]
+    (rule,) = events.list_rules(NamePrefix=SWEEP_NAME)["Rules"]
+    assert rule["Name"] == SWEEP_NAME  # named per stage, not Chalice's bare "sweep-event"
+    assert rule["ScheduleExpression"] == "rate(1 hour)"
+    assert rule["State"] == "ENABLED"
+    (target,) = events.list_targets_by_rule(Rule=SWEEP_NAME)["Targets"]
+    assert target["Arn"] == sweep_arn
+    (statement,) = _resource_policy(applied, SWEEP_NAME)
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Condition"]["ArnLike"]["AWS:SourceArn"] == rule["Arn"]
+    assert _planned_output(plan, "sweep_function_name") == SWEEP_NAME
 
 
 def test_table_is_created_from_the_same_schema(applied: Terraform) -> None:
@@ -307,6 +424,12 @@ def test_function_environment_comes_from_terraform(
     assert env["MAX_IMAGE_BYTES"] == "52428800"
     assert env["MAX_IMAGE_PIXELS"] == "50000000"
     assert env["URL_EXPIRES_SECONDS"] == "900"
+    assert env["MAX_DECODE_BYTES"] == str(256 * 1024 * 1024)
+    assert env["MAX_ANIMATION_FRAMES"] == "300"
+    assert env["RENDITION_SIZES"] == "320,640,1080"
+    assert env["UPLOAD_EXPIRES_SECONDS"] == "3600"
+    assert env["CORS_ALLOW_ORIGINS"] == ",".join(CORS_ORIGINS)
+    assert env["SWEEP_GRACE_SECONDS"] == str(SWEEP_GRACE_SECONDS)
     assert env["AUTH_MODE"] == "jwt"
     assert env["JWT_SECRET"] == applied.env["TF_VAR_jwt_secret"]
     assert (env["JWT_ISSUER"], env["JWT_AUDIENCE"]) == ("image-service", "image-service")
@@ -360,17 +483,101 @@ def test_function_policy_is_least_privilege(applied: Terraform, function: dict[s
     table_actions = {
         "dynamodb:GetItem",
         "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
         "dynamodb:ConditionCheckItem",
         "dynamodb:Query",
         "dynamodb:DescribeTable",
     }
+    objects = {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}
     assert granted == {
         log_arn: {"logs:CreateLogStream", "logs:PutLogEvents"},
         bucket_arn: {"s3:ListBucket"},
-        f"{bucket_arn}/*": {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"},
+        f"{bucket_arn}/{KEY_PREFIX}*": objects,
+        f"{bucket_arn}/{UPLOAD_PREFIX}*": objects,  # the presigned POST is signed with it
+        f"{bucket_arn}/{RENDITION_PREFIX}*": objects,
         table_arn: table_actions,
         f"{table_arn}/index/*": table_actions,
+    }
+
+
+@pytest.fixture(scope="module")
+def upload_handler_function(applied: Terraform) -> dict[str, Any]:
+    """The deployed S3 notification handler's configuration, read back from moto."""
+    config: dict[str, Any] = client("lambda", applied.moto_endpoint).get_function_configuration(
+        FunctionName=UPLOAD_HANDLER_NAME
+    )
+    return config
+
+
+@pytest.fixture(scope="module")
+def sweep_function(applied: Terraform) -> dict[str, Any]:
+    """The deployed sweep's configuration, read back from moto."""
+    config: dict[str, Any] = client("lambda", applied.moto_endpoint).get_function_configuration(
+        FunctionName=SWEEP_NAME
+    )
+    return config
+
+
+def test_event_functions_share_the_code_and_environment(
+    function: dict[str, Any],
+    upload_handler_function: dict[str, Any],
+    sweep_function: dict[str, Any],
+) -> None:
+    for deployed, handler_name in [
+        (upload_handler_function, "app.on_upload_created"),
+        (sweep_function, "app.sweep"),
+    ]:
+        assert deployed["Handler"] == handler_name
+        assert deployed["CodeSha256"] == function["CodeSha256"]
+        assert deployed["Environment"] == function["Environment"]
+        assert deployed["Role"] != function["Role"]  # a role (and policy) of its own
+    assert (upload_handler_function["Timeout"], upload_handler_function["MemorySize"]) == (
+        120,
+        2048,
+    )
+    assert (sweep_function["Timeout"], sweep_function["MemorySize"]) == (300, 512)
+
+
+def test_upload_handler_policy_allows_ingest_only(
+    applied: Terraform, upload_handler_function: dict[str, Any]
+) -> None:
+    granted = _granted(client("iam", applied.moto_endpoint), upload_handler_function)
+    bucket_arn = f"arn:aws:s3:::{applied.outputs['bucket_name']}"
+    table_arn = f"arn:aws:dynamodb:{REGION}:123456789012:table/{applied.outputs['table_name']}"
+    log_arn = f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/lambda/{UPLOAD_HANDLER_NAME}:*"
+    assert granted == {
+        log_arn: {"logs:CreateLogStream", "logs:PutLogEvents"},
+        bucket_arn: {"s3:ListBucket"},
+        f"{bucket_arn}/{UPLOAD_PREFIX}*": {"s3:GetObject", "s3:DeleteObject"},
+        f"{bucket_arn}/{KEY_PREFIX}*": {"s3:PutObject", "s3:DeleteObject"},
+        f"{bucket_arn}/{RENDITION_PREFIX}*": {"s3:PutObject", "s3:DeleteObject"},
+        table_arn: {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+    }
+
+
+def test_sweep_policy_is_the_only_one_with_scan(
+    applied: Terraform, sweep_function: dict[str, Any]
+) -> None:
+    granted = _granted(client("iam", applied.moto_endpoint), sweep_function)
+    bucket_arn = f"arn:aws:s3:::{applied.outputs['bucket_name']}"
+    table_arn = f"arn:aws:dynamodb:{REGION}:123456789012:table/{applied.outputs['table_name']}"
+    log_arn = f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/lambda/{SWEEP_NAME}:*"
+    objects = {"s3:GetObject", "s3:DeleteObject"}
+    assert granted == {
+        log_arn: {"logs:CreateLogStream", "logs:PutLogEvents"},
+        bucket_arn: {"s3:ListBucket"},
+        f"{bucket_arn}/{KEY_PREFIX}*": objects | {"s3:PutObject"},
+        f"{bucket_arn}/{UPLOAD_PREFIX}*": objects,
+        f"{bucket_arn}/{RENDITION_PREFIX}*": objects | {"s3:PutObject"},
+        table_arn: {
+            "dynamodb:Scan",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:ConditionCheckItem",
+        },
     }
 
 
@@ -691,3 +898,230 @@ def test_events_are_api_gateway_rest_proxy_events() -> None:
     upload = load_event("apigw_rest_post_images_multipart.json")
     assert upload["isBase64Encoded"] is True
     assert upload["headers"]["Content-Type"].startswith("multipart/form-data; boundary=")
+
+
+# --- Direct uploads: the packaged S3 notification handler and the scheduled sweep -----
+
+
+def api_event(
+    method: str,
+    path: str,
+    resource: str | None = None,
+    body: dict[str, Any] | None = None,
+    path_parameters: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """An API Gateway REST proxy event for ``method path`` (JSON ``body``), built from the
+    recorded ``GET /health`` event."""
+    event = load_event("apigw_rest_get_health.json")
+    resource = resource or path
+    event.update(
+        resource=resource,
+        path=path,
+        httpMethod=method,
+        pathParameters=path_parameters,
+        body=None if body is None else json.dumps(body),
+    )
+    event["requestContext"].update(resourcePath=resource, httpMethod=method, path=f"/api{path}")
+    if body is not None:
+        event["headers"]["Content-Type"] = "application/json"
+        event["multiValueHeaders"]["Content-Type"] = ["application/json"]
+    return event
+
+
+def s3_event(bucket: str, key: str, size: int, etag: str) -> dict[str, Any]:
+    """The event S3 invokes a notified Lambda with for a presigned POST to ``key``."""
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": REGION,
+                "eventTime": "2026-11-21T10:30:00.000Z",
+                "eventName": "ObjectCreated:Post",
+                "userIdentity": {"principalId": "AWS:AROAEXAMPLE"},
+                "requestParameters": {"sourceIPAddress": "203.0.113.10"},
+                "responseElements": {"x-amz-request-id": "EXAMPLE123456789"},
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "tf-s3-lambda-uploads",
+                    "bucket": {
+                        "name": bucket,
+                        "ownerIdentity": {"principalId": "EXAMPLE"},
+                        "arn": f"arn:aws:s3:::{bucket}",
+                    },
+                    # S3 URL-encodes the key in events (Chalice's S3Event decodes it).
+                    "object": {
+                        "key": quote_plus(key, safe="/"),
+                        "size": size,
+                        "eTag": etag.strip('"'),
+                        "sequencer": "0055AED6DCD90281E5",
+                    },
+                },
+            }
+        ]
+    }
+
+
+def scheduled_event() -> dict[str, Any]:
+    """The event EventBridge invokes the sweep with on its schedule."""
+    return {
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-11-21T10:30:00Z",
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:123456789012:rule/{SWEEP_NAME}"],
+        "detail": {},
+    }
+
+
+@pytest.fixture(scope="module")
+def upload_handler(
+    applied: Terraform,
+    upload_handler_function: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[DeployedHandler]:
+    """The S3 notification handler's process (``app.on_upload_created``)."""
+    yield from _start_handler(
+        applied, upload_handler_function, tmp_path_factory.mktemp("upload_handler")
+    )
+
+
+@pytest.fixture(scope="module")
+def sweeper(
+    applied: Terraform, sweep_function: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DeployedHandler]:
+    """The scheduled sweep's process (``app.sweep``)."""
+    yield from _start_handler(applied, sweep_function, tmp_path_factory.mktemp("sweep"))
+
+
+def start_direct_upload(
+    handler: DeployedHandler, authorizer: DeployedHandler, token: str, data: bytes, title: str
+) -> dict[str, Any]:
+    """``POST /uploads`` through the deployed API, then the presigned POST of ``data``
+    from this process (the client) to the URL and fields it returned."""
+    started = handler.invoke(
+        as_user(
+            api_event(
+                "POST",
+                "/uploads",
+                body={"title": title, "filename": f"{title}.png", "size_bytes": len(data)},
+            ),
+            authorizer,
+            token,
+        )
+    )
+    assert started["statusCode"] == 201, started
+    upload: dict[str, Any] = _json(started)
+    form = upload["upload"]
+    posted = requests.post(
+        form["url"],
+        data=form["fields"],
+        files={form["file_field"]: (f"{title}.png", data)},
+        timeout=30,
+    )
+    assert posted.status_code in (200, 201, 204), posted.text
+    return upload
+
+
+def upload_status(
+    handler: DeployedHandler, authorizer: DeployedHandler, token: str, upload_id: str
+) -> dict[str, Any]:
+    """``GET /uploads/{upload_id}`` through the deployed API."""
+    event = api_event(
+        "GET",
+        f"/uploads/{upload_id}",
+        resource="/uploads/{upload_id}",
+        path_parameters={"upload_id": upload_id},
+    )
+    answer = handler.invoke(as_user(event, authorizer, token))
+    assert answer["statusCode"] == 200, answer
+    status: dict[str, Any] = _json(answer)
+    return status
+
+
+def test_deployed_s3_handler_ingests_an_object_posted_with_the_presigned_post(
+    applied: Terraform,
+    handler: DeployedHandler,
+    authorizer: DeployedHandler,
+    upload_handler: DeployedHandler,
+) -> None:
+    token = bearer_token(applied, "alice")
+    bucket = applied.outputs["bucket_name"]
+    s3 = client("s3", applied.moto_endpoint)
+    data = uploaded_png()
+    upload = start_direct_upload(handler, authorizer, token, data, "direct")
+    key = upload["upload"]["fields"]["key"]
+    assert key.startswith(UPLOAD_PREFIX)
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert upload_status(handler, authorizer, token, upload["upload_id"])["status"] == "pending"
+
+    event = s3_event(bucket, key, head["ContentLength"], head["ETag"])
+    first = upload_handler.invoke(event)
+    again = upload_handler.invoke(event)  # S3 delivers at least once
+
+    assert first is None and again is None
+    status = upload_status(handler, authorizer, token, upload["upload_id"])
+    assert status["status"] == "ready", status
+    record = status["image"]
+    assert record["image_id"] == upload["image_id"]
+    assert (record["user_id"], record["title"]) == ("alice", "direct")
+    assert (record["content_type"], record["width"], record["height"]) == ("image/png", 4, 3)
+    stored = s3.get_object(Bucket=bucket, Key=record["s3_key"])["Body"].read()
+    assert hashlib.sha256(stored).hexdigest() == record["sha256"]
+    for rendition in record["renditions"]:
+        assert rendition["s3_key"].startswith(RENDITION_PREFIX)
+        s3.head_object(Bucket=bucket, Key=rendition["s3_key"])
+    # One upload, one image: the repeated event made no second one.
+    mine = load_event("apigw_rest_get_images.json")
+    mine["queryStringParameters"] = {"user_id": "alice", "limit": "100"}
+    mine["multiValueQueryStringParameters"] = {"user_id": ["alice"], "limit": ["100"]}
+    listing = handler.invoke(as_user(mine, authorizer, token))
+    assert listing["statusCode"] == 200, listing
+    ids = [item["image_id"] for item in _json(listing)["items"]]
+    assert ids.count(upload["image_id"]) == 1
+
+
+def test_deployed_sweep_finishes_a_lost_event_and_removes_orphans(
+    applied: Terraform,
+    handler: DeployedHandler,
+    authorizer: DeployedHandler,
+    sweeper: DeployedHandler,
+) -> None:
+    token = bearer_token(applied, "bob")
+    bucket = applied.outputs["bucket_name"]
+    s3 = client("s3", applied.moto_endpoint)
+    # Bytes posted, the S3 event lost: the upload stays pending until the sweep.
+    upload = start_direct_upload(handler, authorizer, token, uploaded_png(), "lost-event")
+    orphans = [f"{KEY_PREFIX}orphan-{upload['image_id']}.png", f"{RENDITION_PREFIX}orphan/320.webp"]
+    for key in orphans:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"left behind by a crash")
+
+    # SWEEP_GRACE_SECONDS is 1 here: young things are left alone, so run the schedule's
+    # invocation until they are old enough (bounded; each run is one bounded slice).
+    deadline = time.monotonic() + 60
+    while True:
+        assert sweeper.invoke(scheduled_event(), timeout=120) is None
+        status = upload_status(handler, authorizer, token, upload["upload_id"])
+        remaining = [key for key in orphans if _exists(s3, bucket, key)]
+        if (status["status"] == "ready" and not remaining) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+
+    assert status["status"] == "ready", status
+    assert status["image"]["image_id"] == upload["image_id"]
+    assert remaining == []
+    record = status["image"]
+    s3.head_object(Bucket=bucket, Key=record["s3_key"])  # the finished image is kept
+
+
+def _exists(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except s3.exceptions.ClientError as error:
+        if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True

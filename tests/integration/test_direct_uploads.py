@@ -70,7 +70,9 @@ def test_presigned_post_from_the_client_then_complete(stack: Stack) -> None:
     completed = _complete(stack, upload, headers)
 
     assert posted.status_code in (200, 201, 204), posted.text
-    assert completed.status_code == 201, completed.text
+    # make run delivers the S3 event as well: complete is 201, or 200 if the event's
+    # ingest finished first (SPEC); the record is the same either way.
+    assert completed.status_code in (200, 201), completed.text
     record = completed.json()
     assert record["image_id"] == upload["image_id"]
     assert record["sha256"] == hashlib.sha256(data).hexdigest()  # nothing to strip in a PNG
@@ -109,7 +111,9 @@ def test_a_50_mib_image_goes_through_uploads_and_the_same_bytes_are_413_on_post_
     )
 
     assert posted.status_code in (200, 201, 204), posted.text
-    assert completed.status_code == 201, completed.text
+    # make run delivers the S3 event as well: complete is 201, or 200 if the event's
+    # ingest finished first (SPEC); the record is the same either way.
+    assert completed.status_code in (200, 201), completed.text
     record = completed.json()
     assert (record["width"], record["height"], record["size_bytes"]) == (4096, 4096, len(data))
     assert through_the_api.status_code == 413, through_the_api.text

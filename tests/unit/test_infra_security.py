@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import hcl2
+import pytest
 from hcl2 import SerializationOptions
+
+from chalicelib.config import MIB, Settings
+from chalicelib.storage import KEY_PREFIX, RENDITION_PREFIX, UPLOAD_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -67,9 +71,15 @@ def test_only_localstack_turns_the_tls_policy_off() -> None:
     assert tfvars["require_tls"] is False  # LocalStack's S3 speaks http
 
 
-def test_lifecycle_aborts_incomplete_multipart_uploads() -> None:
+def _lifecycle_rules() -> dict[str, Any]:
     lifecycle = blocks("resource")["aws_s3_bucket_lifecycle_configuration.images"]
-    (rule,) = lifecycle["rule"]
+    return {rule["id"]: rule for rule in lifecycle["rule"]}
+
+
+def test_lifecycle_aborts_incomplete_multipart_uploads() -> None:
+    rules = _lifecycle_rules()
+    assert set(rules) == {"abort-incomplete-multipart-uploads", "expire-direct-uploads"}
+    rule = rules["abort-incomplete-multipart-uploads"]
     assert rule["status"] == "Enabled"
     assert rule["filter"] == [{}]  # the whole bucket
     assert rule["abort_incomplete_multipart_upload"] == [
@@ -148,3 +158,210 @@ def test_the_authorizer_function_may_only_write_its_logs() -> None:
     assert blocks("module")["api"]["authorizer_log_group_arn"] == (
         "${aws_cloudwatch_log_group.authorizer.arn}"
     )
+
+
+def _locals() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for path in sorted(INFRA.glob("*.tf")):
+        with path.open() as handle:
+            parsed = hcl2.load(handle, serialization_options=_HCL_OPTIONS)
+        for block in parsed.get("locals", []):
+            found.update(block)
+    return found
+
+
+def test_direct_uploads_left_behind_expire_by_lifecycle() -> None:
+    rule = _lifecycle_rules()["expire-direct-uploads"]
+    assert rule["status"] == "Enabled"
+    assert rule["filter"] == [{"prefix": "${local.upload_prefix}"}]
+    assert rule["expiration"] == [{"days": "${local.upload_expiration_days}"}]
+    values = _locals()
+    assert values["upload_prefix"] == UPLOAD_PREFIX == "uploads/"
+    # Whole days, rounded up, at least 1 (S3 lifecycle counts days).
+    assert values["upload_expiration_days"] == (
+        "${max(1, ceil(var.upload_expires_seconds / 86400))}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "days"), [(1, 1), (3600, 1), (86400, 1), (86401, 2), (604800, 7)]
+)
+def test_upload_expiration_days_round_up_to_whole_days(seconds: int, days: int) -> None:
+    # The expression of local.upload_expiration_days, evaluated the way Terraform does.
+    assert max(1, -(-seconds // 86400)) == days
+
+
+def test_table_expires_items_by_the_schema_ttl_attribute() -> None:
+    (ttl,) = blocks("resource")["aws_dynamodb_table.metadata"]["ttl"]
+    assert ttl == {"attribute_name": "expires_at_epoch", "enabled": True}
+
+
+def test_bucket_cors_and_the_api_share_one_origins_variable() -> None:
+    cors = blocks("resource")["aws_s3_bucket_cors_configuration.images"]
+    # An empty list: no rule at all (same origin only), as the API then answers no CORS.
+    assert cors["count"] == "${length(var.cors_allow_origins) > 0 ? 1 : 0}"
+    (rule,) = cors["cors_rule"]
+    assert rule["allowed_origins"] == "${var.cors_allow_origins}"
+    # Presigned POST (direct uploads) and GET/HEAD (images, renditions); no PUT any more.
+    assert sorted(rule["allowed_methods"]) == ["GET", "HEAD", "POST"]
+    variable = blocks("variable")["cors_allow_origins"]
+    assert (variable["type"], variable["default"]) == ("${list(string)}", [])
+    assert blocks("module")["api"]["cors_allow_origins"] == '${join(",", var.cors_allow_origins)}'
+    stage = json.loads((CHALICE / "config.json").read_text())["stages"]["localstack"]
+    assert stage["environment_variables"]["CORS_ALLOW_ORIGINS"] == "${var.cors_allow_origins}"
+    assert "cors_allowed_origins" not in blocks("variable")
+
+
+#: Settings read from the environment, the Terraform variable each deploy takes it from,
+#: and that variable's default (Settings' own default, in Terraform's form).
+DEPLOYED_SETTINGS = {
+    "MAX_IMAGE_BYTES": ("max_image_bytes", 50 * MIB),
+    "MAX_IMAGE_PIXELS": ("max_image_pixels", 50_000_000),
+    "MAX_DECODE_BYTES": ("max_decode_bytes", 256 * MIB),
+    "MAX_ANIMATION_FRAMES": ("max_animation_frames", 300),
+    "RENDITION_SIZES": ("rendition_sizes", [320, 640, 1080]),
+    "UPLOAD_EXPIRES_SECONDS": ("upload_expires_seconds", 3600),
+    "URL_EXPIRES_SECONDS": ("url_expires_seconds", 900),
+    "CORS_ALLOW_ORIGINS": ("cors_allow_origins", []),
+    "SWEEP_GRACE_SECONDS": ("sweep_grace_seconds", 3600),
+}
+
+
+@pytest.mark.parametrize("env_name", sorted(DEPLOYED_SETTINGS))
+def test_settings_are_terraform_variables_with_the_settings_defaults(env_name: str) -> None:
+    name, default = DEPLOYED_SETTINGS[env_name]
+    stage = json.loads((CHALICE / "config.json").read_text())["stages"]["localstack"]
+    assert stage["environment_variables"][env_name] == f"${{var.{name}}}"
+    variable = blocks("variable")[name]
+    assert variable["default"] == default
+    passed = blocks("module")["api"][name]
+    assert passed in (f"${{var.{name}}}", f'${{join(",", var.{name})}}'), passed
+    # The same defaults as Settings (chalicelib/config.py).
+    defaults = Settings(bucket_name="b", table_name="t", token_secret="s" * 32)
+    attribute = getattr(defaults, name)
+    assert (list(attribute) if isinstance(attribute, tuple) else attribute) == default
+
+
+def _policy(function: str | None) -> dict[str, set[str]]:
+    """``{resource: actions}`` of a function's policy file (None: the API handler's)."""
+    stage = json.loads((CHALICE / "config.json").read_text())["stages"]["localstack"]
+    if function is None:
+        name = stage["iam_policy_file"]
+    else:
+        name = stage["lambda_functions"][function]["iam_policy_file"]
+    document = json.loads((CHALICE / name).read_text())
+    granted: dict[str, set[str]] = {}
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert "Condition" not in statement and "NotAction" not in statement
+        resources = statement["Resource"]
+        for resource in [resources] if isinstance(resources, str) else resources:
+            granted.setdefault(resource, set()).update(statement["Action"])
+    return granted
+
+
+BUCKET = "${var.bucket_arn}"
+TABLE = "${var.table_arn}"
+IMAGES = f"{BUCKET}/{KEY_PREFIX}*"
+UPLOADS = f"{BUCKET}/{UPLOAD_PREFIX}*"
+RENDITIONS = f"{BUCKET}/{RENDITION_PREFIX}*"
+LOGS = {"logs:CreateLogStream", "logs:PutLogEvents"}
+
+
+def test_the_api_function_may_do_what_requests_need_and_no_scan() -> None:
+    table_actions = {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",  # an upload's status (complete)
+        "dynamodb:DeleteItem",
+        "dynamodb:ConditionCheckItem",
+        "dynamodb:Query",
+        "dynamodb:DescribeTable",  # /health
+    }
+    objects = {"s3:PutObject", "s3:GetObject", "s3:DeleteObject"}
+    assert _policy(None) == {
+        "${var.log_group_arn}:*": LOGS,
+        BUCKET: {"s3:ListBucket"},  # /health's HeadBucket; HeadObject answers 404, not 403
+        # images: upload, presigned GET, delete; uploads: the presigned POST is signed
+        # with this role (PutObject), complete reads and removes it; renditions: written
+        # by complete's ingest, presigned GETs, removed with their image.
+        IMAGES: objects,
+        UPLOADS: objects,
+        RENDITIONS: objects,
+        TABLE: table_actions,
+        f"{TABLE}/index/*": table_actions,
+    }
+
+
+def test_the_upload_handler_may_only_ingest() -> None:
+    # What uploads.on_object_created -> ingest calls: HeadObject/GetObject/DeleteObject
+    # of uploads/{id}; PutObject of the image and renditions, DeleteObject of them when
+    # the commit fails or lost a race; GetItem (upload, image), the commit's
+    # TransactWriteItems (authorized item by item: Put of the image and tag items,
+    # Update of the upload) and the feed month marker (PutItem), UpdateItem (rejected).
+    # No Query, no Scan, no DeleteItem, no index.
+    assert _policy("on_upload_created") == {
+        "${var.upload_handler_log_group_arn}:*": LOGS,
+        # HeadObject (s3:GetObject) of an object gone since (a repeated event) is a 404
+        # only with ListBucket, a 403 without.
+        BUCKET: {"s3:ListBucket"},
+        UPLOADS: {"s3:GetObject", "s3:DeleteObject"},
+        IMAGES: {"s3:PutObject", "s3:DeleteObject"},
+        RENDITIONS: {"s3:PutObject", "s3:DeleteObject"},
+        TABLE: {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+    }
+
+
+def test_the_sweep_is_the_one_function_that_may_scan() -> None:
+    # What chalicelib/sweep.py calls: ListObjectsV2 slices of each prefix, HeadObject of
+    # an image's original, DeleteObject of leftovers; a bounded, resumable Scan (the one
+    # Scan allowed: not a request path) with its cursor item (GetItem/PutItem/
+    # DeleteItem); image and tag item deletes (TransactWriteItems: Delete, and a
+    # ConditionCheck that the image is gone); and uploads whose bytes arrived are
+    # finished through ingest (PutObject of image and renditions, UpdateItem).
+    objects = {"s3:GetObject", "s3:DeleteObject"}
+    assert _policy("sweep") == {
+        "${var.sweep_log_group_arn}:*": LOGS,
+        BUCKET: {"s3:ListBucket"},
+        IMAGES: objects | {"s3:PutObject"},
+        UPLOADS: objects,
+        RENDITIONS: objects | {"s3:PutObject"},
+        TABLE: {
+            "dynamodb:Scan",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:ConditionCheckItem",
+        },
+    }
+    scanners = [
+        function
+        for function in (None, "jwt_auth", "on_upload_created", "sweep")
+        if any("dynamodb:Scan" in actions for actions in _policy(function).values())
+    ]
+    assert scanners == ["sweep"]
+
+
+def test_each_function_writes_only_its_own_log_group() -> None:
+    module = blocks("module")["api"]
+    for variable, log_group in [
+        ("log_group_arn", "api"),
+        ("authorizer_log_group_arn", "authorizer"),
+        ("upload_handler_log_group_arn", "upload_handler"),
+        ("sweep_log_group_arn", "sweep"),
+    ]:
+        assert module[variable] == f"${{aws_cloudwatch_log_group.{log_group}.arn}}"
+    names = {
+        name: group["name"]
+        for name, group in blocks("resource").items()
+        if name.startswith("aws_cloudwatch_log_group.")
+    }
+    assert names == {
+        "aws_cloudwatch_log_group.api": "/aws/lambda/${local.function_name}",
+        "aws_cloudwatch_log_group.authorizer": "/aws/lambda/${local.function_name}-jwt_auth",
+        "aws_cloudwatch_log_group.upload_handler": (
+            "/aws/lambda/${local.function_name}-on_upload_created"
+        ),
+        "aws_cloudwatch_log_group.sweep": "/aws/lambda/${local.function_name}-sweep",
+    }

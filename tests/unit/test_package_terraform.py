@@ -349,3 +349,196 @@ def test_auth_mode_without_an_authorizer_is_refused(generated: dict[str, Any]) -
     function["environment"]["variables"]["AUTH_MODE"] = "${var.auth_mode}"
     with pytest.raises(TemplateError, match="carry 0 Chalice authorizers"):
         make_compatible(template)
+
+
+# Like app.py's on_upload_created and sweep: an S3 notification on a prefix and a schedule.
+# ``BUCKET`` is what the app names at import: app.py reads BUCKET_NAME (which chalice
+# package sets to the stage's "${var.bucket_name}"), or a placeholder when it is unset.
+TINY_APP_WITH_EVENTS = """
+import os
+from chalice import Chalice, Rate
+
+app = Chalice(app_name="tiny")
+BUCKET = {bucket}
+
+
+@app.route("/health")
+def health():
+    return {{"status": "ok"}}
+
+
+@app.on_s3_event(bucket=BUCKET, events=["s3:ObjectCreated:*"], prefix="uploads/")
+def on_upload_created(event):
+    return None
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def sweep(event):
+    return None
+"""
+
+
+@pytest.fixture(scope="module", params=["from-environment", "placeholder"])
+def generated_with_events(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The tiny app with an S3 notification and a schedule, as Chalice packages it.
+
+    ``from-environment``: the bucket is ``BUCKET_NAME`` read at import (app.py's way);
+    ``placeholder``: a fixed name the app used when the variable was unset.
+    """
+    bucket = 'os.environ["BUCKET_NAME"]' if request.param == "from-environment" else '"tiny-x"'
+    return _package(tmp_path_factory, TINY_APP_WITH_EVENTS.format(bucket=bucket), TINY_CONFIG)
+
+
+def test_chalice_emits_a_notification_without_ordering(
+    generated_with_events: dict[str, Any],
+) -> None:
+    # What the step fixes: keyed by the import-time name, no depends_on, rule "sweep-event".
+    resources = generated_with_events["resource"]
+    ((key, notification),) = resources["aws_s3_bucket_notification"].items()
+    assert key in ("${var.bucket_name}_notify", "tiny-x_notify")
+    assert notification["bucket"] in ("${var.bucket_name}", "tiny-x")
+    assert "depends_on" not in notification
+    assert resources["aws_cloudwatch_event_rule"]["sweep-event"]["name"] == "sweep-event"
+
+
+def test_the_notification_targets_the_module_bucket_after_its_permission(
+    generated_with_events: dict[str, Any],
+) -> None:
+    resources = make_compatible(generated_with_events)["resource"]
+    assert resources["aws_s3_bucket_notification"] == {
+        "bucket_name_notify": {
+            "bucket": "${var.bucket_name}",
+            "lambda_function": [
+                {
+                    "events": ["s3:ObjectCreated:*"],
+                    "lambda_function_arn": "${aws_lambda_function.on_upload_created.arn}",
+                    "filter_prefix": "uploads/",
+                }
+            ],
+            "depends_on": ["aws_lambda_permission.on_upload_created-s3event"],
+        }
+    }
+    permission = resources["aws_lambda_permission"]["on_upload_created-s3event"]
+    assert permission["principal"] == "s3.amazonaws.com"
+    assert permission["function_name"] == "${aws_lambda_function.on_upload_created.arn}"
+    assert (
+        permission["source_arn"]
+        == "arn:${data.aws_partition.chalice.partition}:s3:::${var.bucket_name}"
+    )
+    assert permission["source_account"] == "${data.aws_caller_identity.chalice.account_id}"
+    assert "tiny-x" not in json.dumps(resources)
+
+
+def test_the_schedule_is_named_after_its_function(generated_with_events: dict[str, Any]) -> None:
+    resources = make_compatible(generated_with_events)["resource"]
+    assert resources["aws_cloudwatch_event_rule"] == {
+        "sweep-event": {
+            "name": "tiny-deploy-sweep",
+            "schedule_expression": "rate(1 hour)",
+            "description": "",
+        }
+    }
+    assert resources["aws_lambda_function"]["sweep"]["function_name"] == "tiny-deploy-sweep"
+    assert resources["aws_cloudwatch_event_target"]["sweep-event"] == {
+        "rule": "${aws_cloudwatch_event_rule.sweep-event.name}",
+        "target_id": "sweep-event",
+        "arn": "${aws_lambda_function.sweep.arn}",
+    }
+    permission = resources["aws_lambda_permission"]["sweep-event"]
+    assert permission["principal"] == "events.amazonaws.com"
+    assert permission["source_arn"] == "${aws_cloudwatch_event_rule.sweep-event.arn}"
+
+
+def test_event_steps_are_idempotent(generated_with_events: dict[str, Any]) -> None:
+    once = make_compatible(generated_with_events)
+    assert make_compatible(once) == once
+
+
+def test_notifications_of_one_bucket_are_merged(generated_with_events: dict[str, Any]) -> None:
+    template = copy.deepcopy(generated_with_events)
+    notifications = template["resource"]["aws_s3_bucket_notification"]
+    ((_key, notification),) = notifications.items()
+    other = copy.deepcopy(notification)
+    other["lambda_function"][0]["filter_prefix"] = "other/"
+    notifications["another_notify"] = other
+    result = make_compatible(template)["resource"]["aws_s3_bucket_notification"]
+    assert list(result) == ["bucket_name_notify"]
+    prefixes = [entry["filter_prefix"] for entry in result["bucket_name_notify"]["lambda_function"]]
+    assert prefixes == ["uploads/", "other/"]
+
+
+def test_a_notified_function_without_bucket_name_is_refused(
+    generated_with_events: dict[str, Any],
+) -> None:
+    template = copy.deepcopy(generated_with_events)
+    function = template["resource"]["aws_lambda_function"]["on_upload_created"]
+    del function["environment"]["variables"]["BUCKET_NAME"]
+    with pytest.raises(TemplateError, match="must share one BUCKET_NAME"):
+        make_compatible(template)
+
+
+def test_a_notification_without_its_permission_is_refused(
+    generated_with_events: dict[str, Any],
+) -> None:
+    template = copy.deepcopy(generated_with_events)
+    del template["resource"]["aws_lambda_permission"]["on_upload_created-s3event"]
+    with pytest.raises(TemplateError, match="no aws_lambda_permission lets S3 invoke"):
+        make_compatible(template)
+
+
+def test_a_notification_of_a_foreign_function_is_refused(
+    generated_with_events: dict[str, Any],
+) -> None:
+    template = copy.deepcopy(generated_with_events)
+    ((notification),) = template["resource"]["aws_s3_bucket_notification"].values()
+    notification["lambda_function"][0]["lambda_function_arn"] = "arn:aws:lambda:x:1:function:y"
+    with pytest.raises(TemplateError, match="not a function of this module"):
+        make_compatible(template)
+
+
+def test_the_real_app_packages_its_notification_and_schedule(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """app.py itself, stage localstack: what `make package` feeds infra/.
+
+    A copy of app.py, chalicelib/ and .chalice/ with no requirements, so nothing is
+    downloaded or vendored (tests/deploy packages the real requirements).
+    """
+    chalice = shutil.which("chalice", path=str(Path(sys.executable).parent))
+    if chalice is None:
+        pytest.skip("chalice CLI is not installed next to this Python (pip install chalice)")
+    root = Path(__file__).resolve().parents[2]
+    project = tmp_path_factory.mktemp("real")
+    shutil.copy(root / "app.py", project / "app.py")
+    shutil.copytree(root / "chalicelib", project / "chalicelib")
+    shutil.copytree(root / ".chalice", project / ".chalice")
+    (project / "requirements.txt").write_text("")
+    out = project / "out"
+    subprocess.run(
+        [chalice, "package", "--pkg-format", "terraform", "--stage", "localstack", str(out)],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+    )
+    result = make_compatible(json.loads((out / "chalice.tf.json").read_text()))
+    resources = result["resource"]
+    (notification,) = resources["aws_s3_bucket_notification"].values()
+    assert notification["bucket"] == "${var.bucket_name}"
+    assert [entry["filter_prefix"] for entry in notification["lambda_function"]] == ["uploads/"]
+    assert notification["depends_on"] == ["aws_lambda_permission.on_upload_created-s3event"]
+    rules = resources["aws_cloudwatch_event_rule"]
+    assert {rule["name"]: rule["schedule_expression"] for rule in rules.values()} == {
+        "image-service-localstack-sweep": "rate(1 hour)"
+    }
+    handlers = {f["function_name"]: f["handler"] for f in resources["aws_lambda_function"].values()}
+    assert handlers["image-service-localstack-on_upload_created"] == "app.on_upload_created"
+    assert handlers["image-service-localstack-sweep"] == "app.sweep"
+    # Each function its own role and policy (.chalice/config.json lambda_functions).
+    policies = {
+        name: json.loads(policy["policy"])
+        for name, policy in resources["aws_iam_role_policy"].items()
+    }
+    assert len({json.dumps(p, sort_keys=True) for p in policies.values()}) == len(policies) == 4

@@ -15,7 +15,7 @@ import hcl2
 import pytest
 from hcl2 import SerializationOptions
 
-from chalicelib.schema import table_definition
+from chalicelib.schema import TTL_ATTRIBUTE, create_table, table_definition
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
 _HCL_OPTIONS = SerializationOptions(
@@ -128,3 +128,51 @@ def test_table_has_point_in_time_recovery_and_encryption(
 ) -> None:
     assert terraform_table["point_in_time_recovery"] == [{"enabled": True}]
     assert terraform_table["server_side_encryption"][0]["enabled"] is True
+
+
+def terraform_ttl(resource: dict[str, Any]) -> dict[str, Any] | None:
+    """The table's ``ttl`` block as ``update_time_to_live``'s ``TimeToLiveSpecification``."""
+    blocks = resource.get("ttl") or []
+    if not blocks:
+        return None
+    (ttl,) = blocks
+    return {"Enabled": bool(ttl.get("enabled", True)), "AttributeName": ttl["attribute_name"]}
+
+
+def code_ttl() -> dict[str, Any]:
+    """The TTL :func:`chalicelib.schema.create_table` enables, as it calls DynamoDB."""
+    calls: list[dict[str, Any]] = []
+
+    class Recorder:
+        class exceptions:  # boto3's attribute name
+            ResourceInUseException = RuntimeError
+
+        def create_table(self, **kwargs: Any) -> None:
+            pass
+
+        def get_waiter(self, name: str) -> Any:
+            return self
+
+        def wait(self, **kwargs: Any) -> None:
+            pass
+
+        def update_time_to_live(self, **kwargs: Any) -> None:
+            calls.append(kwargs)
+
+    create_table(Recorder(), "ignored")
+    (call,) = calls
+    specification: dict[str, Any] = call["TimeToLiveSpecification"]
+    return specification
+
+
+def test_terraform_table_expires_items_like_the_code(terraform_table: dict[str, Any]) -> None:
+    assert terraform_ttl(terraform_table) == code_ttl()
+    assert code_ttl() == {"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
+
+
+def test_ttl_comparison_notices_another_attribute(terraform_table: dict[str, Any]) -> None:
+    changed = copy.deepcopy(terraform_table)
+    changed["ttl"] = [{"attribute_name": "expires_at", "enabled": True}]
+    assert terraform_ttl(changed) != code_ttl()
+    del changed["ttl"]
+    assert terraform_ttl(changed) is None
