@@ -957,11 +957,13 @@ def test_delete_transaction_checks_the_owner_in_dynamodb(
     assert set(_state().items) == {record.image_id}
 
 
-def test_a_decoder_crash_leaves_nothing(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    def crash(data: bytes, field_name: str = "file") -> None:
-        raise ZeroDivisionError("a bug in the decoder")
+def test_a_crash_after_processing_leaves_nothing(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args: object) -> None:
+        raise ZeroDivisionError("a bug between processing and storing")
 
-    monkeypatch.setattr("chalicelib.imaging.check_decodes", crash)
+    monkeypatch.setattr("chalicelib.ingest.Ingest._plan", crash)
 
     response = post_json(client, _upload_body())
 
