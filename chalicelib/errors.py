@@ -131,11 +131,22 @@ AWS_CALL_FAILURES: tuple[type[Exception], ...] = (ClientError, AwsConnectionErro
 _THROTTLING = ThrottledRetryableChecker()
 
 
+#: Error answers after which the call may still have been applied: the service failed
+#: while it handled the request (DynamoDB documents that after a 500 the request may or
+#: may not have succeeded). Throttling and validation errors are refusals: not applied.
+SERVER_FAULT_CODES = frozenset(
+    {"InternalServerError", "InternalFailure", "InternalError", "ServiceUnavailable"}
+)
+
+
 def may_have_taken_effect(error: BaseException) -> bool:
     """Whether a failed call may still have been applied: its request was sent but no
-    answer came back (a read timeout, a connection closed mid-answer). An error answer
-    (``ClientError``) or a connection that was never made means it was not."""
-    if isinstance(error, ClientError | EndpointConnectionError | ConnectTimeoutError):
+    answer came back (a read timeout, a connection closed mid-answer), or the service
+    answered that it failed while handling it (:data:`SERVER_FAULT_CODES`). Any other
+    error answer, or a connection that was never made, means it was not."""
+    if isinstance(error, ClientError):
+        return aws_error_code(error) in SERVER_FAULT_CODES
+    if isinstance(error, EndpointConnectionError | ConnectTimeoutError):
         return False
     return isinstance(error, HTTPClientError)
 
@@ -193,15 +204,12 @@ class DependencyError(ImageServiceError):
         dependency: as given.
         code: see :func:`aws_error_code`.
         throttled: see :func:`is_throttling`.
-        answered: the dependency answered with an error, so the call had no effect;
-            False when no answer came (timeout, lost connection): it may have had one.
     """
 
     def __init__(self, dependency: str, step: str, error: Exception, outcome: str) -> None:
         self.dependency = dependency
         self.code = aws_error_code(error)
         self.throttled = is_throttling(error)
-        self.answered = isinstance(error, ClientError)
         reason = f"{self.code}, throttled" if self.throttled else self.code
         super().__init__(f"{dependency}: {step} failed ({reason}); {outcome}")
 

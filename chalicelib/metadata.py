@@ -41,6 +41,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from chalicelib.errors import (
     AWS_CALL_FAILURES,
+    SERVER_FAULT_CODES,
     ImageNotFoundError,
     NotOwnerError,
     OutcomeUnknownError,
@@ -667,10 +668,20 @@ class _AttemptLog(threading.local):
 
     maybe_applied: bool = False
 
-    def note(self, caught_exception: BaseException | None = None, **_: Any) -> None:
-        """botocore ``needs-retry`` hook: record an attempt that got no answer."""
+    def note(
+        self,
+        caught_exception: BaseException | None = None,
+        response: tuple[Any, dict[str, Any]] | None = None,
+        **_: Any,
+    ) -> None:
+        """botocore ``needs-retry`` hook: record an attempt that got no answer, or an
+        answer saying the service failed while handling it (a 500)."""
         if caught_exception is not None and may_have_taken_effect(caught_exception):
             self.maybe_applied = True
+        if response is not None:
+            code = (response[1] or {}).get("Error", {}).get("Code")
+            if code in SERVER_FAULT_CODES:
+                self.maybe_applied = True
 
 
 @dataclass

@@ -24,7 +24,6 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from chalicelib.config import Settings, identity_source
 from chalicelib.errors import (
@@ -35,6 +34,7 @@ from chalicelib.errors import (
     NotOwnerError,
     WriteConflictError,
     cancellation_reasons,
+    may_have_taken_effect,
 )
 from chalicelib.imaging import ImageLimits
 from chalicelib.ingest import Ingest
@@ -313,7 +313,7 @@ class ImageService:
                 "image_id: another request changed this image at the same moment; retry"
             ) from error
         not_deleted = "the image was not deleted; retry"
-        if isinstance(error, ClientError):
+        if not may_have_taken_effect(error):
             raise DependencyError("dynamodb", step, error, not_deleted) from error
         try:
             gone = self.metadata.get_image(record.image_id) is None

@@ -332,10 +332,23 @@ UPLOAD_CASES: dict[str, Case] = {
         f"{DDB_PUT} (ReadTimeoutError); {NOT_SAVED}",
         "nothing",
     ),
+    # DynamoDB's 500: "the request may or may not have succeeded": never undone.
     "transaction error": Case(
         (Fault("dynamodb", TWI, "InternalServerError"),),
         503,
-        f"{DDB_PUT} (InternalServerError); {NOT_SAVED}",
+        f"{DDB_PUT} (InternalServerError); {MAY_BE_SAVED}",
+        "orphan objects",
+    ),
+    "transaction error once: the re-drive commits": Case(
+        (Fault("dynamodb", TWI, "InternalServerError", times=1),),
+        201,
+        None,
+        "complete",
+    ),
+    "transaction answered with a validation error: not saved": Case(
+        (Fault("dynamodb", TWI, "ValidationException"),),
+        503,
+        f"{DDB_PUT} (ValidationException); {NOT_SAVED}",
         "nothing",
     ),
     "transaction throttled": Case(
@@ -357,13 +370,13 @@ UPLOAD_CASES: dict[str, Case] = {
         f"{DDB_PUT} (TransactionCanceledException, throttled); {NOT_SAVED}",
         "nothing",
     ),
-    "transaction error, undo fails too": Case(
+    "transaction throttled, undo fails too": Case(
         (
-            Fault("dynamodb", TWI, "InternalServerError"),
+            Fault("dynamodb", TWI, "ProvisionedThroughputExceededException"),
             Fault("s3", "DeleteObject", "InternalError"),
         ),
         503,
-        f"{DDB_PUT} (InternalServerError); {NOT_SAVED}",
+        f"{DDB_PUT} (ProvisionedThroughputExceededException, throttled); {NOT_SAVED}",
         "orphan objects",
     ),
     "transaction unanswered once, not applied: the re-drive commits": Case(

@@ -4,7 +4,8 @@ A crash (an exception raised by an injected hook, as a bug or a killed Lambda wo
 stop the code there), a lost answer (a read timeout after the call took effect), or a
 call sent without an answer (a read timeout before it reached the emulator), at each
 call the ingest of an uploaded object makes: reading the upload item, HeadObject,
-GetObject, the PutObject of the original and of the rendition, the feed-month PutItem,
+GetObject, the CopyObject of the original and the PutObject of the rendition, the
+feed-month PutItem,
 TransactWriteItems, the UpdateItem that rejects an upload, and the DeleteObject of the
 consumed upload object; entered through ``complete`` and through the S3 event.
 
@@ -188,7 +189,8 @@ INGEST_STEPS: dict[str, tuple[str, str, str | None]] = {
     "read the upload item": ("dynamodb", "GetItem", None),
     "HeadObject": ("s3", "HeadObject", None),
     "GetObject": ("s3", "GetObject", None),
-    "PutObject of the original": ("s3", "PutObject", "images/"),
+    # Nothing to strip: the original is copied inside S3 from the uploaded object.
+    "CopyObject of the original": ("s3", "CopyObject", "images/"),
     "PutObject of the rendition": ("s3", "PutObject", "renditions/"),
     "month-marker PutItem": ("dynamodb", "PutItem", None),
     "TransactWriteItems": ("dynamodb", "TransactWriteItems", None),
@@ -284,7 +286,8 @@ SWEEP_CALLS: dict[tuple[str, str], int] = {
     ("s3", "HeadObject"): 6,
     ("s3", "DeleteObject"): 14,
     ("s3", "GetObject"): 1,
-    ("s3", "PutObject"): 2,
+    ("s3", "CopyObject"): 1,
+    ("s3", "PutObject"): 1,
     ("dynamodb", "GetItem"): 25,
     ("dynamodb", "Scan"): 1,
     ("dynamodb", "TransactWriteItems"): 3,
