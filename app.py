@@ -378,5 +378,8 @@ def on_upload_created(event: S3Event) -> None:
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def sweep(event: CloudWatchEvent) -> None:
-    """Hourly: one bounded, resumable slice of the sweep (``chalicelib.sweep``)."""
-    Sweep.scheduled(image_service()).run()
+    """Hourly: a few bounded, resumable slices of the sweep (``chalicelib.sweep``), as
+    many as the function's remaining time allows."""
+    context = event.context
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    Sweep.scheduled(image_service()).run(time_left_ms=remaining)

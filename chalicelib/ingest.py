@@ -273,7 +273,7 @@ class Ingest:
         committed = self._discard(record, upload_id)
         if committed is not None:
             return committed
-        raise DependencyError("s3", "storing the image", failure, "the image was not saved; retry")
+        raise DependencyError("s3", "storing the image", failure, _not_saved(upload_id))
 
     def _put(self, item: _Object, sha256_hex: str) -> None:
         """Store one object: a server-side copy when its bytes are in the bucket already,
@@ -300,7 +300,7 @@ class Ingest:
             committed = self._discard(record, upload_id)
             if committed is not None:
                 return Ingested(committed, created=False)
-            raise DependencyError("dynamodb", step, exc, "the image was not saved; retry") from exc
+            raise DependencyError("dynamodb", step, exc, _not_saved(upload_id)) from exc
         # The first transaction may commit, or have committed: drive the same one again.
         try:
             self.metadata.put_image(record, upload_id)
@@ -401,3 +401,12 @@ class Ingest:
                 self.storage.delete(key)
             except Exception:
                 logger.exception("%s: object %s was not deleted; the sweep will", what, key)
+
+
+def _not_saved(upload_id: str | None) -> str:
+    """What a failed ingest left, for the client: for ``POST /images``, nothing; for a
+    direct upload, an upload still pending, which another ingest of it (the event, a
+    concurrent ``complete``) may be completing."""
+    if upload_id is None:
+        return "the image was not saved; retry"
+    return f"the upload is still pending: retry complete (GET /uploads/{upload_id} tells)"

@@ -342,12 +342,6 @@ class ImageMetadataStore:
             return False
         return True
 
-    def delete_upload(self, upload_id: str) -> None:
-        """Delete the upload item (no error if it is gone already)."""
-        self._dynamodb.delete_item(
-            TableName=self.table_name, Key=_serialize(_upload_key(upload_id))
-        )
-
     def _finish_upload_update(
         self, upload_id: str, status: str, error: dict[str, str] | None
     ) -> dict[str, Any]:

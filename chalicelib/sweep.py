@@ -66,6 +66,10 @@ _PREFIXES = {"images": KEY_PREFIX, "renditions": RENDITION_PREFIX, "uploads": UP
 DEFAULT_SLICE_ITEMS = 500
 #: Slices per scheduled run: a few thousand items, well inside the function's timeout.
 SCHEDULED_SLICES = 10
+#: Time left, in milliseconds, under which no further slice starts (the first always
+#: does). A slice cut short by the timeout loses only its own progress: the cursor is
+#: saved after every slice, and what a slice does is safe to do again.
+SLICE_RESERVE_MS = 2_000
 
 
 @dataclass
@@ -137,18 +141,26 @@ class Sweep:
         """The sweep the schedule runs: fixing, with ``SWEEP_GRACE_SECONDS`` of grace."""
         return cls(service, fix=True, grace=timedelta(seconds=service.settings.sweep_grace_seconds))
 
-    def run(self, max_slices: int | None = SCHEDULED_SLICES, resume: bool = True) -> SweepReport:
+    def run(
+        self,
+        max_slices: int | None = SCHEDULED_SLICES,
+        resume: bool = True,
+        time_left_ms: Callable[[], int] | None = None,
+    ) -> SweepReport:
         """Sweep ``max_slices`` slices (None: to the end).
 
         Args:
             max_slices: most slices to read in this run.
             resume: start where the last resumable run stopped, and save where this
-                one stops (the scheduled sweep); False sweeps from the start and keeps
-                no cursor (``make reconcile``).
+                one stops (the scheduled sweep) after every slice; False sweeps from
+                the start and keeps no cursor (``make reconcile``).
+            time_left_ms: milliseconds the run may still take (the Lambda context's
+                ``get_remaining_time_in_millis``); after the first slice, none starts
+                with less than :data:`SLICE_RESERVE_MS` left.
 
         Raises:
             botocore.exceptions.ClientError and other AWS failures: what was fixed
-                before stays fixed; the next run continues (from the saved cursor).
+                before stays fixed; the next run continues from the last saved slice.
         """
         metadata = self.service.metadata
         cursor = (metadata.get_sweep_cursor() if resume else None) or {"phase": PHASES[0]}
@@ -158,19 +170,20 @@ class Sweep:
         report = SweepReport(fixed=self.fix)
         slices = 0
         while max_slices is None or slices < max_slices:
+            if slices and time_left_ms is not None and time_left_ms() < SLICE_RESERVE_MS:
+                break
             position = self._slice(phase, position, report)
             slices += 1
-            if position is None:
+            if position is None:  # the phase is done: the next one, or the end
                 index = PHASES.index(phase) + 1
-                if index == len(PHASES):
-                    report.done = True
-                    phase = PHASES[0]
-                    break
-                phase = PHASES[index]
-        if resume and self.fix:
-            metadata.put_sweep_cursor(
-                None if report.done else {"phase": phase, "position": position}
-            )
+                report.done = index == len(PHASES)
+                phase = PHASES[index % len(PHASES)]
+            if resume and self.fix:
+                metadata.put_sweep_cursor(
+                    None if report.done else {"phase": phase, "position": position}
+                )
+            if report.done:
+                break
         logger.info("sweep: %s", json.dumps(asdict(report)))
         return report
 
@@ -201,10 +214,17 @@ class Sweep:
         record = None if image_id is None else self.service.metadata.get_image(image_id)
         if record is not None and stored.key in record.object_keys:
             return
-        report.orphan_objects.append(stored.key)
         if self.fix:
+            # An ingest may have written the same key again since the listing (keys
+            # follow the bytes): only an object still past the grace period goes.
+            current = self.service.storage.head(stored.key)
+            if current is None or self._young(current.last_modified):
+                return
+            report.orphan_objects.append(stored.key)
             logger.info("deleting %s: no image record names it", stored.key)
             self.service.storage.delete(stored.key)
+            return
+        report.orphan_objects.append(stored.key)
 
     def _upload_object(self, stored: StoredObject, report: SweepReport) -> None:
         upload_id = stored.key[len(UPLOAD_PREFIX) :]

@@ -17,6 +17,7 @@ upload has left ``pending``; a lifecycle rule and the sweep remove what a crash 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from chalicelib.errors import (
     UploadNotFoundError,
     UploadNotReceivedError,
     UploadRejectedError,
+    WriteConflictError,
     error_code,
     may_have_taken_effect,
 )
@@ -138,7 +140,8 @@ class DirectUploads:
 
     def status(self, upload_id: str) -> dict[str, Any]:
         """``{"upload_id", "image_id", "status", "expires_at"}`` plus ``"image"`` (the
-        record) when ready or ``"error"`` (``{"Code", "Message"}``) when rejected.
+        record) when ready (absent once its owner deleted the image) or ``"error"``
+        (``{"Code", "Message"}``) when rejected.
 
         A pending upload past its expiry whose bytes did not arrive in time reports
         ``expired``.
@@ -151,7 +154,9 @@ class DirectUploads:
         status = upload.status
         body = self._summary(upload, status)
         if status == "ready":
-            body["image"] = self._read_image(upload).to_dict()
+            # Completed, then deleted by its owner: still ready, with no image any more.
+            with contextlib.suppress(ImageNotFoundError):
+                body["image"] = self._read_image(upload).to_dict()
         elif status == "rejected" and upload.error is not None:
             body["error"] = upload.error
         elif status == "pending" and self._past_expiry(upload):
@@ -206,6 +211,8 @@ class DirectUploads:
             logger.info("upload %s refused: %s", upload_id, exc)
         except UploadNotReceivedError:
             logger.info("upload %s: the object of this event is gone", upload_id)
+        except (ImageNotFoundError, WriteConflictError) as exc:
+            logger.info("upload %s: its image was deleted meanwhile (%s)", upload_id, exc)
         else:
             logger.info("upload %s is image %s", upload_id, ingested.record.image_id)
 

@@ -187,7 +187,7 @@ def parse_upload(
         max_request_bytes: the most bytes the body may have (``Settings.max_request_bytes``,
             :data:`chalicelib.config.MAX_REQUEST_BYTES`: what API Gateway and Lambda can
             carry), checked before anything is parsed. The image's own limit
-            (``MAX_IMAGE_BYTES``) is checked on the image, by ``inspect_image``.
+            (``MAX_IMAGE_BYTES``) is checked on the image, by ``imaging.probe``.
         default_user_id: the caller's identity from headers or auth, used when neither
             the body nor its ``metadata`` names a ``user_id``.
 
@@ -828,9 +828,14 @@ def parse_upload_start(
             )
     declared = _optional_str(document, "content_type")
     if declared is not None:
+        _require_utf8("content_type", declared)
         normalized = _CONTENT_TYPE_ALIASES.get(_media_type(declared), _media_type(declared))
         if normalized not in _UNDECLARED_TYPES and normalized not in FORMATS:
-            raise UnsupportedImageError("content_type", f"{declared!r} is not an accepted type")
+            raise UnsupportedImageError(
+                "content_type", f"{declared[:80]!r} is not an accepted type"
+            )
+        # Kept as its media type only: parameters (";...") say nothing about the bytes.
+        declared = normalized
     size = document.get("size_bytes")
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -847,6 +852,9 @@ def parse_upload_start(
     filename = _optional_str(document, "filename")
     if filename is not None:
         _require_utf8("filename", filename)
+        # What is stored is cut to 255 characters anyway (sanitize_filename, once the
+        # bytes' type is known); the upload item keeps no more than could matter.
+        filename = filename[-4 * MAX_FILENAME_CHARS :]
     fields = _RecordFields(
         {name: document.get(name) for name in RECORD_FIELDS_IN_METADATA},
         document.get("metadata"),

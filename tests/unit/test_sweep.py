@@ -404,3 +404,41 @@ def test_the_scheduled_handler_sweeps_with_the_configured_grace_period(
     client.lambda_.invoke("sweep", _scheduled_event(client))
 
     assert _state().objects == {}
+
+
+def test_a_run_out_of_time_stops_after_the_slice_in_hand_with_its_cursor_saved(
+    service: ImageService, clock: MovingClock
+) -> None:
+    originals = sorted(f"images/{uuid.uuid4()}/0123456789abcdef.png" for _ in range(3))
+    for key in originals:
+        _put_object(key)
+    clock.offset = 2 * GRACE
+    sweeper = Sweep(service, fix=True, grace=GRACE, clock=clock, slice_items=1)
+
+    report = sweeper.run(max_slices=None, time_left_ms=lambda: 0)  # the Lambda's clock ran out
+
+    assert report.orphan_objects == originals[:1]  # the first slice always runs
+    assert service.metadata.get_sweep_cursor() == {"phase": "images", "position": originals[0]}
+
+
+def test_a_failing_slice_keeps_the_progress_of_the_slices_before_it(
+    service: ImageService, clock: MovingClock, aws_clients: AwsClients
+) -> None:
+    originals = sorted(f"images/{uuid.uuid4()}/0123456789abcdef.png" for _ in range(3))
+    for key in originals:
+        _put_object(key)
+    clock.offset = 2 * GRACE
+    failure = inject(
+        aws_clients.s3,
+        "ListObjectsV2",
+        lambda: client_error(aws_clients.s3, "InternalError", "ListObjectsV2"),
+        skip=2,
+    )
+    sweeper = Sweep(service, fix=True, grace=GRACE, clock=clock, slice_items=1)
+
+    with pytest.raises(Exception, match="InternalError"):
+        sweeper.run(max_slices=None)
+    failure.remove()
+
+    assert service.metadata.get_sweep_cursor() == {"phase": "images", "position": originals[1]}
+    assert set(_state().objects) == {originals[2]}

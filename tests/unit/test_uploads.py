@@ -182,6 +182,8 @@ def test_declared_size_makes_the_policy_allow_exactly_that_many_bytes(client):
         ({"content_type": "text/plain"}, 415, "content_type"),
         ({"image_base64": "AAAA"}, 400, "image_base64"),
         ({"filename": 7}, 400, "filename"),
+        ({"content_type": "image/png;\ud800"}, 400, "content_type"),
+        ({"filename": "a\ud800.png"}, 400, "filename"),
     ],
 )
 def test_a_bad_field_is_a_4xx_naming_it_and_nothing_is_written(client, fields, status, field):
@@ -558,3 +560,32 @@ def test_different_bytes_posted_twice_at_once_never_mix(client, service, monkeyp
     assert set(objects()) == {record["s3_key"], *(r["s3_key"] for r in record["renditions"])}
     stored = boto3.client("s3").get_object(Bucket=BUCKET, Key=record["s3_key"])["Body"].read()
     assert hashlib.sha256(stored).hexdigest() == record["sha256"]
+
+
+def test_fields_that_would_overflow_the_upload_item_are_cut_to_what_matters(client):
+    """A 450 KB filename or content-type parameter would make the item too large for
+    DynamoDB (a 503 no retry can fix): the filename is cut (it is stored cut to 255
+    anyway), the declared type is kept as its media type."""
+    upload = started(
+        client, filename="a" * 450_000 + ".png", content_type="image/png; x=" + "y" * 450_000
+    )
+    post_bytes(upload, PNG)
+
+    record = complete(client, upload["upload_id"]).json_body
+
+    assert record["filename"] == "a" * 251 + ".png"
+    assert record["content_type"] == "image/png"
+
+
+def test_an_upload_whose_image_was_deleted_stays_ready_without_it(client):
+    upload = started(client)
+    post_bytes(upload, PNG)
+    record = complete(client, upload["upload_id"]).json_body
+    assert client.http.delete(f"/images/{record['image_id']}", headers=USER).status_code == 200
+
+    status = client.http.get(f"/uploads/{upload['upload_id']}")
+    s3_event(client, upload_key(upload["upload_id"]))  # a late duplicate: no error
+
+    assert status.status_code == 200
+    assert status.json_body["status"] == "ready"
+    assert "image" not in status.json_body
