@@ -64,7 +64,8 @@ def _upload(stack: Stack, data: bytes, filename: str, user: str) -> dict[str, An
     completed = requests.post(
         stack.url(f"/uploads/{start['upload_id']}/complete"), headers=headers, timeout=TIMEOUT
     )
-    assert completed.status_code == 201, completed.text
+    # 200 when make run's delivered S3 event finished the upload first (SPEC allows both).
+    assert completed.status_code in (200, 201), completed.text
     record: dict[str, Any] = completed.json()
     return record
 
