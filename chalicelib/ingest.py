@@ -339,7 +339,7 @@ class Ingest:
             if upload_id is not None:
                 upload = self.metadata.get_upload(upload_id)
                 if upload is not None and upload.status in ("rejected", "expired"):
-                    self._delete_objects(record.object_keys, f"ingest {record.image_id}")
+                    self.storage.delete_or_log(record.object_keys, f"ingest {record.image_id}")
                     error = upload.error or {
                         "Code": "GoneError",
                         "Message": "upload_id: the upload expired",
@@ -352,12 +352,12 @@ class Ingest:
         if committed is None:
             # An image item existed a moment ago but is gone: deleted by its owner
             # right after it committed. Nothing of this ingest is kept.
-            self._delete_objects(record.object_keys, f"ingest {record.image_id}")
+            self.storage.delete_or_log(record.object_keys, f"ingest {record.image_id}")
             raise WriteConflictError(f"image_id: {record.image_id} was deleted meanwhile")
         kept = set(committed.object_keys)
         stale = [key for key in record.object_keys if key not in kept]
         if stale:
-            self._delete_objects(stale, f"ingest {record.image_id} (lost the race)")
+            self.storage.delete_or_log(stale, f"ingest {record.image_id} (lost the race)")
         # Equal records: this ingest's own transaction committed on an earlier attempt.
         return Ingested(committed, created=committed == record)
 
@@ -387,20 +387,12 @@ class Ingest:
                 return None
             if committed is not None:
                 kept = set(committed.object_keys)
-                self._delete_objects(
+                self.storage.delete_or_log(
                     [key for key in keys if key not in kept], f"ingest {record.image_id}"
                 )
                 return committed
-        self._delete_objects(keys, f"ingest {record.image_id}")
+        self.storage.delete_or_log(keys, f"ingest {record.image_id}")
         return None
-
-    def _delete_objects(self, keys: list[str], what: str) -> None:
-        """Delete ``keys``; a failure is logged, the sweep removes what is left."""
-        for key in keys:
-            try:
-                self.storage.delete(key)
-            except Exception:
-                logger.exception("%s: object %s was not deleted; the sweep will", what, key)
 
 
 def _not_saved(upload_id: str | None) -> str:

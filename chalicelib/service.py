@@ -278,25 +278,11 @@ class ImageService:
         except ImageNotFoundError:
             # Gone since the read: a concurrent delete, or this delete's own transaction
             # retried after its answer was lost. The object goes too, either way.
-            self._delete_object(record)
+            self.storage.delete_or_log(record.object_keys, f"deleted image {record.image_id}")
             raise
         except AWS_CALL_FAILURES as exc:
             self._settle_failed_metadata_delete(record, exc)
-        self._delete_object(record)
-
-    def _delete_object(self, record: ImageRecord) -> None:
-        """Delete every object of ``record`` (an image whose metadata is gone): the
-        original and each rendition; a failure is logged: the object is invisible and
-        the sweep removes it."""
-        for key in record.object_keys:
-            try:
-                self.storage.delete(key)
-            except Exception:
-                logger.exception(
-                    "object %s of deleted image %s was not deleted; the sweep will remove it",
-                    key,
-                    record.image_id,
-                )
+        self.storage.delete_or_log(record.object_keys, f"deleted image {record.image_id}")
 
     def _settle_failed_metadata_delete(self, record: ImageRecord, error: Exception) -> None:
         """After the delete transaction of ``record`` raised ``error``: return if the

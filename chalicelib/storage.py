@@ -10,7 +10,9 @@ client may point at an address this process cannot reach.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -79,6 +81,8 @@ def attachment_disposition(filename: str) -> str:
     ascii_name = ascii_name.replace("?", "_")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
+
+logger = logging.getLogger(__name__)
 
 _MISSING = ("404", "NoSuchKey", "NotFound")
 
@@ -235,14 +239,20 @@ class ImageStorage:
         return objects, objects[-1].key if more else None
 
     def exists(self, key: str) -> bool:
-        """Whether an object is stored at ``key``."""
-        try:
-            self._s3.head_object(Bucket=self.bucket, Key=key)
-        except self._s3.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING:
-                return False
-            raise
-        return True
+        """Whether an object is stored at ``key`` (see :meth:`head`)."""
+        return self.head(key) is not None
+
+    def delete_or_log(self, keys: Iterable[str], what: str) -> None:
+        """Delete every key; a failure is logged as ``what``, not raised: the callers
+        delete bytes no record names (or will name), which are invisible, and the sweep
+        removes whatever is left."""
+        for key in keys:
+            try:
+                self.delete(key)
+            except Exception:
+                logger.exception(
+                    "%s: object %s was not deleted; the sweep will remove it", what, key
+                )
 
     def presigned_get_url(
         self, key: str, expires_in: int, download_filename: str | None = None

@@ -203,7 +203,7 @@ class DirectUploads:
             upload = self._get(upload_id)
         except UploadNotFoundError:
             logger.warning("object %s belongs to no upload; deleting it", key)
-            self._delete_object(key)
+            self.storage.delete_or_log([key], "object of no upload")
             return
         try:
             ingested = self.finish(upload)
@@ -256,7 +256,7 @@ class DirectUploads:
             except InvalidInputError as exc:
                 upload = self._move(upload, "rejected", exc)
                 continue
-            self._delete_object(stored.key)
+            self.storage.delete_or_log([stored.key], "consumed upload object")
             return ingested
         raise DependencyError(
             "s3",
@@ -269,7 +269,7 @@ class DirectUploads:
 
     def _settled(self, upload: UploadRecord) -> Ingested:
         """The answer for an upload that left ``pending``; its object, if any, goes."""
-        self._delete_object(upload_key(upload.upload_id))
+        self.storage.delete_or_log([upload_key(upload.upload_id)], "uploaded object")
         if upload.status == "ready":
             return Ingested(self._read_image(upload), created=False)
         if upload.status == "expired":
@@ -368,12 +368,6 @@ class DirectUploads:
             raise DependencyError(
                 "s3", "reading the uploaded object", exc, "the upload is still pending; retry"
             ) from exc
-
-    def _delete_object(self, key: str) -> None:
-        try:
-            self.storage.delete(key)
-        except Exception:
-            logger.exception("uploaded object %s was not deleted; the sweep will", key)
 
     @staticmethod
     def _summary(upload: UploadRecord, status: str) -> dict[str, Any]:
