@@ -99,10 +99,20 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def service(aws: None, clock: FixedClock) -> ImageService:
-    clients = AwsClients.from_settings(SETTINGS)
+def aws_clients(aws: None, settings: Settings) -> AwsClients:
+    """The service's own boto3 clients (tests inject faults into these), with the bucket
+    and the table created."""
+    clients = AwsClients.from_settings(settings)
     create_resources(clients)
-    return build_service(clients, clock)
+    return clients
+
+
+@pytest.fixture
+def service(aws_clients: AwsClients, clock: FixedClock, settings: Settings) -> ImageService:
+    """The service on :func:`aws_clients`, with ``settings`` and ``clock`` (a module
+    overrides either fixture to change them)."""
+    wired = ImageService.from_settings(settings, aws_clients)
+    return ImageService(wired.storage, wired.metadata, settings, clock=clock)
 
 
 @pytest.fixture

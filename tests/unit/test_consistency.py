@@ -68,9 +68,6 @@ from tests.unit.conftest import (
     BUCKET,
     SETTINGS,
     TABLE,
-    FixedClock,
-    build_service,
-    create_resources,
     image_bytes,
     post_json,
     upload,
@@ -83,22 +80,8 @@ GRACE = timedelta(hours=1)
 
 
 @pytest.fixture
-def aws_clients(aws: None) -> AwsClients:
-    """The service's clients (faults are injected into these), with bucket and table."""
-    clients = AwsClients.from_settings(SETTINGS)
-    create_resources(clients)
-    return clients
-
-
-@pytest.fixture
 def written(aws_clients: AwsClients) -> WrittenKeys:
     return WrittenKeys(aws_clients.dynamodb)
-
-
-@pytest.fixture
-def service(aws_clients: AwsClients, clock: FixedClock) -> ImageService:
-    """Overrides conftest's: the same service, on clients this module can reach."""
-    return build_service(aws_clients, clock)
 
 
 @pytest.fixture(autouse=True)

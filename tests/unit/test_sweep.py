@@ -23,11 +23,12 @@ import pytest
 from chalice.test import Client
 
 import app as app_module
+from chalicelib.config import Settings
 from chalicelib.service import AwsClients, ImageService
 from chalicelib.sweep import Sweep, SweepReport
 from chalicelib.validation import format_timestamp
 from tests.invariants import Snapshot, client_error, inject, snapshot
-from tests.unit.conftest import BUCKET, SETTINGS, TABLE, create_resources, image_bytes, upload
+from tests.unit.conftest import BUCKET, SETTINGS, TABLE, image_bytes, upload
 from tests.unit.uploading import (
     MovingClock,
     complete,
@@ -55,17 +56,9 @@ def clock() -> MovingClock:
 
 
 @pytest.fixture
-def aws_clients(aws: None) -> AwsClients:
-    clients = AwsClients.from_settings(SWEEP_SETTINGS)
-    create_resources(clients)
-    return clients
-
-
-@pytest.fixture
-def service(aws_clients: AwsClients, clock: MovingClock) -> ImageService:
-    """Overrides conftest's: ``SWEEP_SETTINGS`` and the moving clock."""
-    wired = ImageService.from_settings(SWEEP_SETTINGS, aws_clients)
-    return ImageService(wired.storage, wired.metadata, SWEEP_SETTINGS, clock=clock)
+def settings() -> Settings:
+    """Overrides conftest's: uploads that outlive the grace period."""
+    return SWEEP_SETTINGS
 
 
 def sweep(service: ImageService, clock: MovingClock, *, fix: bool) -> SweepReport:

@@ -32,6 +32,7 @@ from botocore.exceptions import ReadTimeoutError
 from chalice.test import Client
 
 from chalicelib import ingest
+from chalicelib.config import Settings
 from chalicelib.service import AwsClients, ImageService
 from chalicelib.sweep import Sweep, SweepReport
 from tests.faults import drained, inject_on_key
@@ -43,7 +44,7 @@ from tests.invariants import (
     inject,
     snapshot,
 )
-from tests.unit.conftest import BUCKET, SETTINGS, TABLE, create_resources
+from tests.unit.conftest import BUCKET, SETTINGS, TABLE
 from tests.unit.uploading import MovingClock, complete, post_bytes, s3_event, start_upload, status
 
 GRACE = timedelta(hours=1)
@@ -65,16 +66,9 @@ def clock() -> MovingClock:
 
 
 @pytest.fixture
-def aws_clients(aws: None) -> AwsClients:
-    clients = AwsClients.from_settings(SWEEP_SETTINGS)
-    create_resources(clients)
-    return clients
-
-
-@pytest.fixture
-def service(aws_clients: AwsClients, clock: MovingClock) -> ImageService:
-    wired = ImageService.from_settings(SWEEP_SETTINGS, aws_clients)
-    return ImageService(wired.storage, wired.metadata, SWEEP_SETTINGS, clock=clock)
+def settings() -> Settings:
+    """Overrides conftest's: uploads that outlive the grace period."""
+    return SWEEP_SETTINGS
 
 
 @pytest.fixture(autouse=True)

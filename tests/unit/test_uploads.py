@@ -13,7 +13,7 @@ import base64
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,17 +22,14 @@ import pytest
 import requests
 from chalice.test import Client
 
-import app as app_module
 from chalicelib import imaging
-from chalicelib.service import AwsClients, ImageService
+from chalicelib.service import ImageService
 from chalicelib.storage import upload_key
 from tests.unit.conftest import (
     BUCKET,
     SETTINGS,
     TABLE,
     FixedClock,
-    build_service,
-    create_resources,
     image_bytes,
     post_json,
 )
@@ -44,26 +41,6 @@ USER = {"X-User-Id": "alice"}
 def clock() -> FixedClock:
     """Near the real time: S3's Last-Modified is real, and it must be before expiry."""
     return FixedClock(datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5))
-
-
-@pytest.fixture
-def aws_clients(aws: None) -> AwsClients:
-    clients = AwsClients.from_settings(SETTINGS)
-    create_resources(clients)
-    return clients
-
-
-@pytest.fixture
-def service(aws_clients: AwsClients, clock: FixedClock) -> ImageService:
-    return build_service(aws_clients, clock)
-
-
-@pytest.fixture
-def client(service: ImageService) -> Iterator[Client]:
-    app_module.use_service(service)
-    with Client(app_module.app) as test_client:
-        yield test_client
-    app_module.use_service(None)
 
 
 def start(client: Client, headers: dict[str, str] | None = None, **fields: Any) -> Any:
