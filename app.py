@@ -44,6 +44,9 @@ from chalicelib.service import ImageService
 from chalicelib.storage import UPLOAD_PREFIX, upload_bucket_name
 from chalicelib.sweep import Sweep
 from chalicelib.validation import (
+    entity_tag,
+    parse_if_match,
+    parse_image_patch,
     parse_json_object,
     parse_list_query,
     parse_upload,
@@ -303,11 +306,25 @@ def list_images() -> dict[str, Any]:
 
 
 @route("/images/{image_id}", methods=["GET"])
-def view_image(image_id: str) -> dict[str, Any]:
-    """An image's record with a presigned ``download_url``."""
+def view_image(image_id: str) -> Response:
+    """An image's record with a presigned ``download_url``; ``ETag`` is its version."""
     service = image_service()
     options = parse_view_options(_query_params(), service.settings.url_expires_seconds)
-    return service.view(image_id, options)
+    body = service.view(image_id, options)
+    return Response(body=body, status_code=200, headers={"ETag": entity_tag(body["version"])})
+
+
+@route("/images/{image_id}", methods=["PATCH"], content_types=["application/json"])
+def edit_image(image_id: str) -> Response:
+    """Edit title, description, tags or metadata (owner only); ``If-Match`` makes it
+    conditional on the version read (412 otherwise). 200 with the record and its ETag."""
+    request = _request()
+    patch = parse_image_patch(_body())
+    if_match = parse_if_match(request.headers.get("if-match"))
+    record = image_service().edit(image_id, patch, _caller(), if_match)
+    return Response(
+        body=record.to_dict(), status_code=200, headers={"ETag": entity_tag(record.version)}
+    )
 
 
 @route("/images/{image_id}/download", methods=["GET"])

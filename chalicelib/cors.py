@@ -19,7 +19,7 @@ Rules (the Fetch standard's CORS protocol):
   ``Access-Control-Allow-Origin``, and the browser refuses the response.
 
 Preflights also name the path's methods, the request headers the API reads
-(:data:`ALLOWED_HEADERS`) and a max age; responses expose ``Location``.
+(:data:`ALLOWED_HEADERS`) and a max age; responses expose ``ETag`` and ``Location``.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 #: Request headers a browser may send cross-origin (beyond the CORS-safelisted ones).
-ALLOWED_HEADERS: tuple[str, ...] = ("Authorization", "Content-Type", "X-User-Id")
+ALLOWED_HEADERS: tuple[str, ...] = ("Authorization", "Content-Type", "If-Match", "X-User-Id")
 #: Response headers a cross-origin script may read (beyond the safelisted ones).
-EXPOSED_HEADERS: tuple[str, ...] = ("Location",)
+EXPOSED_HEADERS: tuple[str, ...] = ("ETag", "Location")
 #: How long a browser may cache a preflight answer, in seconds.
 PREFLIGHT_MAX_AGE_SECONDS = 600
 

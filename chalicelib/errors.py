@@ -44,6 +44,13 @@ class GoneError(ChaliceViewError):
     STATUS_CODE = 410
 
 
+class PreconditionFailedError(ChaliceViewError):
+    """HTTP 412: Chalice has no class for it (``If-Match`` names a version the image no
+    longer has)."""
+
+    STATUS_CODE = 412
+
+
 class ServiceUnavailableError(ChaliceViewError):
     """HTTP 503: a dependency (bucket or table) does not answer, fails, or throttles."""
 
@@ -88,6 +95,10 @@ class ImageNotFoundError(ImageServiceError):
     def __init__(self, image_id: str) -> None:
         super().__init__(f"image_id: no image with id {image_id!r}")
         self.image_id = image_id
+
+
+class ImageChangedError(ImageServiceError):
+    """An edit's ``If-Match`` names none of the image's current version (412)."""
 
 
 class WriteConflictError(ImageServiceError):
@@ -223,6 +234,7 @@ _HTTP_ERRORS: list[tuple[type[ImageServiceError], type[ChaliceViewError]]] = [
     (NotOwnerError, ForbiddenError),
     (ImageNotFoundError, NotFoundError),
     (WriteConflictError, ConflictError),
+    (ImageChangedError, PreconditionFailedError),
     (UploadNotFoundError, NotFoundError),
     (UploadNotReceivedError, ConflictError),
     (UploadExpiredError, GoneError),

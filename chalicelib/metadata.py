@@ -43,6 +43,7 @@ from chalicelib.errors import (
     AWS_CALL_FAILURES,
     SERVER_FAULT_CODES,
     ImageNotFoundError,
+    InvalidInputError,
     NotOwnerError,
     OutcomeUnknownError,
     WriteConflictError,
@@ -72,6 +73,8 @@ FEED_MONTHS_PARTITION = "FEEDMONTHS"
 _SORT_KEY_END = "~"
 #: Sorts before every timestamp (key values may not be empty strings).
 _SORT_KEY_START = "0000"
+#: Most actions one ``TransactWriteItems`` may hold (DynamoDB's limit).
+MAX_TRANSACTION_ITEMS = 100
 #: Largest Query ``Limit`` a filtered listing asks for (responses stop at 1 MB anyway).
 _MAX_QUERY_LIMIT = 1000
 
@@ -105,6 +108,8 @@ class ImageRecord:
     bytes; ``s3_key`` locates them in the bucket. ``frames`` is 1 for a still image;
     ``taken_at`` the EXIF date taken (ISO 8601) or None; ``placeholder`` a BlurHash and
     ``dominant_color`` ``#rrggbb``, both from the pixels; ``renditions`` smallest first.
+    ``version`` is 1 at upload and bumped by every edit (an item written before versions
+    existed reads as 1); the API's ``ETag`` is its quoted value.
     """
 
     image_id: str
@@ -127,6 +132,7 @@ class ImageRecord:
     placeholder: str = ""
     dominant_color: str = ""
     renditions: list[RenditionRecord] = field(default_factory=list)
+    version: int = 1
 
     @property
     def object_keys(self) -> list[str]:
@@ -263,9 +269,7 @@ class ImageMetadataStore:
         """
         self._mark_month(record.created_at[:7])
         condition = f"attribute_not_exists({PARTITION_KEY})"
-        items = [self._image_item(record)] + [
-            self._membership_item(record, partition) for partition in _memberships(record.tags)
-        ]
+        items = [self._image_item(record), *self._membership_items(record)]
         writes: list[Any] = [
             {
                 "Put": {
@@ -365,30 +369,33 @@ class ImageMetadataStore:
         """Delete the image item and all its membership items in one transaction.
 
         Args:
-            record: the image as last read.
+            record: the image as last read; the delete only happens if the image is
+                still at ``record.version`` (so the membership items deleted are the
+                ones it has: an edit that committed since moved them).
             owner: when given, the delete only happens if the stored ``user_id`` is
                 still this one (checked by DynamoDB, not just by the caller).
 
         Raises:
             ImageNotFoundError: the image was deleted meanwhile.
             NotOwnerError: the stored owner is not ``owner``.
+            WriteConflictError: the image was edited since ``record`` was read; nothing
+                was deleted (read it again).
         """
+        condition = f"attribute_exists({PARTITION_KEY}) AND {_version_condition(record)}"
+        values: dict[str, Any] = {":version": record.version}
+        if owner is not None:
+            condition += " AND user_id = :owner"
+            values[":owner"] = owner
         image_delete: Any = {
             "TableName": self.table_name,
             "Key": _serialize(_image_key(record.image_id)),
-            "ConditionExpression": f"attribute_exists({PARTITION_KEY})",
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {"#version": "version"},
+            "ExpressionAttributeValues": _serialize(values),
         }
-        if owner is not None:
-            image_delete["ConditionExpression"] += " AND user_id = :owner"
-            image_delete["ExpressionAttributeValues"] = {":owner": {"S": owner}}
         membership_deletes: list[Any] = [
-            {
-                "Delete": {
-                    "TableName": self.table_name,
-                    "Key": _serialize({PARTITION_KEY: partition, SORT_KEY: record.sort_key}),
-                }
-            }
-            for partition in _memberships(record.tags)
+            {"Delete": {"TableName": self.table_name, "Key": _serialize(key)}}
+            for key in self._membership_keys(record)
         ]
         try:
             self._dynamodb.transact_write_items(
@@ -400,7 +407,90 @@ class ImageMetadataStore:
             current = self.get_image(record.image_id)
             if current is None:
                 raise ImageNotFoundError(record.image_id) from None
-            raise NotOwnerError("only the owner may delete this image") from None
+            if owner is not None and current.user_id != owner:
+                raise NotOwnerError("only the owner may delete this image") from None
+            raise WriteConflictError(
+                f"image_id: {record.image_id} was edited while it was deleted"
+            ) from None
+
+    def update_image(self, current: ImageRecord, edited: ImageRecord, owner: str) -> None:
+        """Replace ``current`` by ``edited`` (same image, owner and sort key; its
+        ``version`` one more) in one transaction: the image item (its GSI copies
+        follow), a Put of every membership item of ``edited`` (conditioned on existing
+        when ``current`` has it too, on not existing otherwise) and a Delete of each
+        membership item of ``current`` that ``edited`` does not have. The image item's
+        condition is that it exists, belongs to ``owner`` and is still at
+        ``current.version`` (an item without ``version`` counts as 1).
+
+        Raises:
+            InvalidInputError: (``tags``) the edit touches more items than one
+                transaction holds (100); nothing was written.
+            WriteConflictError: a condition failed (the image changed, moved to another
+                owner or is gone; or a concurrent transaction held an item); nothing
+                was written. The caller re-reads to tell which.
+            OutcomeUnknownError: an attempt's answer was lost: the edit may commit.
+            botocore.exceptions.ClientError: any other DynamoDB failure (nothing written).
+        """
+        names = {"#pk": PARTITION_KEY, "#owner": "user_id", "#version": "version"}
+        version_condition = _version_condition(current)
+        image_put = {
+            "TableName": self.table_name,
+            "Item": _serialize(self._image_item(edited)),
+            "ConditionExpression": (
+                f"attribute_exists(#pk) AND #owner = :owner AND {version_condition}"
+            ),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _serialize({":owner": owner, ":version": current.version}),
+        }
+        old_keys = {(key[PARTITION_KEY], key[SORT_KEY]) for key in self._membership_keys(current)}
+        new_items = self._membership_items(edited)
+        new_keys = {(str(item[PARTITION_KEY]), str(item[SORT_KEY])) for item in new_items}
+        writes: list[Any] = [{"Put": image_put}]
+        for item in new_items:
+            kept = (str(item[PARTITION_KEY]), str(item[SORT_KEY])) in old_keys
+            condition = "attribute_exists(#pk)" if kept else "attribute_not_exists(#pk)"
+            writes.append(
+                {
+                    "Put": {
+                        "TableName": self.table_name,
+                        "Item": _serialize(item),
+                        "ConditionExpression": condition,
+                        "ExpressionAttributeNames": {"#pk": PARTITION_KEY},
+                    }
+                }
+            )
+        for pk, sk in sorted(old_keys - new_keys):
+            writes.append(
+                {
+                    "Delete": {
+                        "TableName": self.table_name,
+                        "Key": _serialize({PARTITION_KEY: pk, SORT_KEY: sk}),
+                    }
+                }
+            )
+        if len(writes) > MAX_TRANSACTION_ITEMS:
+            raise InvalidInputError(
+                "tags",
+                f"this change rewrites {len(writes)} items, more than one transaction "
+                f"holds ({MAX_TRANSACTION_ITEMS}): keep more of the current tags, or "
+                "make it in two edits",
+            )
+        self._attempts.maybe_applied = False
+        try:
+            self._dynamodb.transact_write_items(TransactItems=writes)
+        except self._dynamodb.exceptions.TransactionCanceledException as exc:
+            if self._attempts.maybe_applied:
+                raise OutcomeUnknownError(current.image_id) from exc
+            reasons = {reason.get("Code") for reason in exc.response.get("CancellationReasons", [])}
+            if reasons & {"ConditionalCheckFailed", "TransactionConflict"}:
+                raise WriteConflictError(
+                    f"image_id: {current.image_id} changed while it was edited"
+                ) from None
+            raise
+        except AWS_CALL_FAILURES as exc:
+            if self._attempts.maybe_applied or may_have_taken_effect(exc):
+                raise OutcomeUnknownError(current.image_id) from exc
+            raise
 
     def _mark_month(self, month: str) -> None:
         """Record that ``month`` (``yyyy-mm``) holds images, once per process and month."""
@@ -649,12 +739,18 @@ class ImageMetadataStore:
             **_listing_attributes(record),
         }
 
-    def _membership_item(self, record: ImageRecord, partition: str) -> dict[str, Any]:
-        return {
-            PARTITION_KEY: partition,
-            SORT_KEY: record.sort_key,
-            **_listing_attributes(record),
-        }
+    def _membership_items(self, record: ImageRecord) -> list[dict[str, Any]]:
+        """The membership items of ``record`` (the one writer of them: upload, edit),
+        one per tag and one per pair of tags, each carrying the listing's fields."""
+        return [
+            {PARTITION_KEY: partition, SORT_KEY: record.sort_key, **_listing_attributes(record)}
+            for partition in _memberships(record.tags)
+        ]
+
+    def _membership_keys(self, record: ImageRecord) -> list[dict[str, str]]:
+        """The keys (``{pk, sk}``) of :meth:`_membership_items` of ``record``: what a
+        delete or an edit removes."""
+        return [_item_key(item) for item in self._membership_items(record)]
 
 
 class _AttemptLog(threading.local):
@@ -732,6 +828,18 @@ def _previous_month(month: str) -> str:
     """``yyyy-mm`` of the month before ``month``."""
     year, number = int(month[:4]), int(month[5:7])
     return f"{year - 1:04d}-12" if number == 1 else f"{year:04d}-{number - 1:02d}"
+
+
+def _version_condition(record: ImageRecord) -> str:
+    """The condition that the image item is still at ``record.version`` (``#version``
+    and ``:version`` to be bound); an item written before versions existed is at 1."""
+    if record.version == 1:
+        return "(attribute_not_exists(#version) OR #version = :version)"
+    return "#version = :version"
+
+
+def _item_key(item: dict[str, Any]) -> dict[str, str]:
+    return {PARTITION_KEY: str(item[PARTITION_KEY]), SORT_KEY: str(item[SORT_KEY])}
 
 
 def _image_key(image_id: str) -> dict[str, str]:
@@ -814,6 +922,7 @@ def _record(item: dict[str, Any]) -> ImageRecord:
         taken_at=item.get("taken_at"),
         placeholder=str(item.get("placeholder", "")),
         dominant_color=str(item.get("dominant_color", "")),
+        version=int(item.get("version", 1)),
         renditions=[
             RenditionRecord(
                 size=int(rendition["size"]),

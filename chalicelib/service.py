@@ -4,6 +4,11 @@
   the one ingest pipeline (``chalicelib.ingest``): check, process, store, commit.
 - List, view and download read metadata and presign URLs to the original and to each
   rendition.
+- Edit (``PATCH``) reads the image, applies the patch as version + 1 and writes it in
+  one conditional transaction (``ImageMetadataStore.update_image``); a lost race is
+  re-read and retried (:data:`MAX_EDIT_ATTEMPTS`), or is a 412 under ``If-Match``; a
+  lost answer is settled by driving the same transaction again and reading back, and
+  is never answered "not changed" when the edit may have committed.
 - Delete removes metadata first (readers stop seeing the image at once), then the
   original and every rendition; a failed object delete is logged and left to the sweep.
 - A failing dependency (an error answer, throttling after the client's retries, no answer)
@@ -18,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,9 +34,11 @@ from chalicelib.config import Settings, identity_source
 from chalicelib.errors import (
     AWS_CALL_FAILURES,
     DependencyError,
+    ImageChangedError,
     ImageNotFoundError,
     MissingIdentityError,
     NotOwnerError,
+    OutcomeUnknownError,
     WriteConflictError,
     cancellation_reasons,
     may_have_taken_effect,
@@ -42,7 +49,14 @@ from chalicelib.metadata import ImageMetadataStore, ImageRecord
 from chalicelib.pagination import PageTokenCodec
 from chalicelib.storage import ImageStorage
 from chalicelib.uploads import DirectUploads
-from chalicelib.validation import ListQuery, UploadRequest, ViewOptions
+from chalicelib.validation import (
+    IfMatch,
+    ImagePatch,
+    ListQuery,
+    UploadRequest,
+    ViewOptions,
+    format_timestamp,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +83,16 @@ AWS_CLIENT_CONFIG = Config(
 #: ``/health`` answers within this even when a dependency hangs (a check's own boto3 call
 #: may take up to ~21 s, see above), well inside API Gateway's 29 s.
 HEALTH_CHECK_TIMEOUT_SECONDS = 5.0
+
+#: How many times an edit without ``If-Match`` re-reads and tries again when another
+#: change of the image committed between its read and its write (then 409).
+MAX_EDIT_ATTEMPTS = 3
+#: What a second attempt of a lost edit may raise without telling whether it committed.
+_EDIT_FAILURES: tuple[type[Exception], ...] = (
+    WriteConflictError,
+    OutcomeUnknownError,
+    *AWS_CALL_FAILURES,
+)
 
 
 @dataclass(frozen=True)
@@ -251,6 +275,95 @@ class ImageService:
             record.s3_key, self.settings.url_expires_seconds, download_filename=record.filename
         )
 
+    def edit(
+        self, image_id: str, patch: ImagePatch, caller: str | None, if_match: IfMatch | None
+    ) -> ImageRecord:
+        """``PATCH /images/{image_id}``: apply ``patch`` to the image if ``caller`` owns
+        it, as its next version, with ``updated_at`` now; ``created_at`` and the image's
+        place in every listing stay. Returns the record as stored.
+
+        Without ``if_match`` the patch applies to the current version: a change that
+        commits between this read and this write is re-read and the patch applied on
+        top, up to :data:`MAX_EDIT_ATTEMPTS` times.
+
+        Raises:
+            MissingIdentityError: ``caller`` is None.
+            ImageNotFoundError: no such image (or it was deleted meanwhile).
+            NotOwnerError: ``caller`` is not the owner.
+            ImageChangedError: ``if_match`` names none of the current version (412).
+            InvalidInputError: the new tags rewrite more items than one transaction holds.
+            WriteConflictError: other changes kept winning the race (409); retry.
+            DependencyError: DynamoDB failed; the message says whether the edit was
+                applied, or that it cannot be told (never "not changed" when it may
+                have committed).
+        """
+        identity = identity_source(self.settings.auth_mode)
+        if not caller:
+            raise MissingIdentityError(f"{identity}: missing; say who you are to edit an image")
+        for _ in range(MAX_EDIT_ATTEMPTS):
+            with _reading("reading the image"):
+                current = self.get_image(image_id)
+            if current.user_id != caller:
+                raise NotOwnerError(f"{identity}: only the owner may edit this image")
+            if if_match is not None and not if_match.matches(current.version):
+                raise ImageChangedError(
+                    f'If-Match: the image is at version "{current.version}" now; '
+                    "read it again and reapply the change"
+                )
+            edited = replace(
+                current,
+                title=current.title if patch.title is None else patch.title,
+                description=current.description if patch.description is None else patch.description,
+                tags=current.tags if patch.tags is None else patch.tags,
+                metadata=current.metadata if patch.metadata is None else patch.metadata,
+                updated_at=format_timestamp(self._clock()),
+                version=current.version + 1,
+            )
+            try:
+                self.metadata.update_image(current, edited, owner=caller)
+                return edited
+            except WriteConflictError:
+                continue  # re-read: gone (404), another owner (403), changed (412 or again)
+            except OutcomeUnknownError as exc:
+                return self._settle_lost_edit(current, edited, caller, exc)
+            except AWS_CALL_FAILURES as exc:
+                logger.warning("edit %s failed", image_id, exc_info=True)
+                raise DependencyError(
+                    "dynamodb", "saving the edit", exc, "the image was not changed; retry"
+                ) from exc
+        raise WriteConflictError(
+            "image_id: other changes of this image kept committing first; retry"
+        )
+
+    def _settle_lost_edit(
+        self, current: ImageRecord, edited: ImageRecord, owner: str, lost: OutcomeUnknownError
+    ) -> ImageRecord:
+        """The edit's transaction lost its answer: it may have committed, or commit
+        later. Drive the same transaction once more (its version condition makes that
+        safe), then read: ``edited`` stored means it committed.
+
+        Raises:
+            DependencyError: it cannot be told; the message says how to find out.
+        """
+        first_error = lost.__cause__ if isinstance(lost.__cause__, Exception) else lost
+        logger.warning("edit %s: the transaction's answer was lost; again", current.image_id)
+        try:
+            self.metadata.update_image(current, edited, owner=owner)
+            return edited
+        except _EDIT_FAILURES:
+            logger.warning("edit %s: the second attempt did not commit", current.image_id)
+        try:
+            stored = self.metadata.get_image(current.image_id)
+        except AWS_CALL_FAILURES:
+            stored = None
+        if stored == edited:
+            return edited
+        outcome = (
+            f"the edit may have been applied: GET /images/{current.image_id} tells "
+            f'(ETag "{edited.version}" with updated_at {edited.updated_at} if it was)'
+        )
+        raise DependencyError("dynamodb", "saving the edit", first_error, outcome) from first_error
+
     def delete(self, image_id: str, caller: str | None) -> None:
         """Delete ``image_id`` if ``caller`` owns it: metadata first, then the object.
 
@@ -258,31 +371,38 @@ class ImageService:
             MissingIdentityError: ``caller`` is None.
             ImageNotFoundError: no such image.
             NotOwnerError: ``caller`` is not the owner.
-            WriteConflictError: another request changed the image at the same moment.
+            WriteConflictError: another request changed the image at the same moment
+                (an edit that commits between the read and the delete is re-read and the
+                delete tried again, up to :data:`MAX_EDIT_ATTEMPTS` times).
             DependencyError: DynamoDB failed; the message says whether the image was
                 deleted. (An S3 failure after the metadata is gone is only logged.)
         """
         identity = identity_source(self.settings.auth_mode)
         if not caller:
             raise MissingIdentityError(f"{identity}: missing; say who you are to delete an image")
-        try:
-            record = self.get_image(image_id)
-        except AWS_CALL_FAILURES as exc:
-            logger.warning("delete %s: reading the image failed", image_id, exc_info=True)
-            outcome = "the image was not deleted; retry"
-            raise DependencyError("dynamodb", "reading the image", exc, outcome) from exc
-        if record.user_id != caller:
-            raise NotOwnerError(f"{identity}: only the owner may delete this image")
-        try:
-            self.metadata.delete_image(record, owner=caller)
-        except ImageNotFoundError:
-            # Gone since the read: a concurrent delete, or this delete's own transaction
-            # retried after its answer was lost. The object goes too, either way.
+        for _ in range(MAX_EDIT_ATTEMPTS):
+            try:
+                record = self.get_image(image_id)
+            except AWS_CALL_FAILURES as exc:
+                logger.warning("delete %s: reading the image failed", image_id, exc_info=True)
+                outcome = "the image was not deleted; retry"
+                raise DependencyError("dynamodb", "reading the image", exc, outcome) from exc
+            if record.user_id != caller:
+                raise NotOwnerError(f"{identity}: only the owner may delete this image")
+            try:
+                self.metadata.delete_image(record, owner=caller)
+            except WriteConflictError:
+                continue  # edited since the read: its membership items moved; read again
+            except ImageNotFoundError:
+                # Gone since the read: a concurrent delete, or this delete's own
+                # transaction retried after its answer was lost. The object goes too.
+                self.storage.delete_or_log(record.object_keys, f"deleted image {image_id}")
+                raise
+            except AWS_CALL_FAILURES as exc:
+                self._settle_failed_metadata_delete(record, exc)
             self.storage.delete_or_log(record.object_keys, f"deleted image {record.image_id}")
-            raise
-        except AWS_CALL_FAILURES as exc:
-            self._settle_failed_metadata_delete(record, exc)
-        self.storage.delete_or_log(record.object_keys, f"deleted image {record.image_id}")
+            return
+        raise WriteConflictError("image_id: edits of this image kept committing first; retry")
 
     def _settle_failed_metadata_delete(self, record: ImageRecord, error: Exception) -> None:
         """After the delete transaction of ``record`` raised ``error``: return if the

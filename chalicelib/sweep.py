@@ -45,7 +45,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.config import Settings
-from chalicelib.errors import DependencyError, ImageNotFoundError, ImageServiceError
+from chalicelib.errors import (
+    DependencyError,
+    ImageNotFoundError,
+    ImageServiceError,
+    WriteConflictError,
+)
 from chalicelib.metadata import TableItem, UploadRecord
 from chalicelib.service import ImageService
 from chalicelib.storage import (
@@ -254,8 +259,8 @@ class Sweep:
                 logger.info("deleting image %s: its original is missing", record.image_id)
                 try:
                     metadata.delete_image(record, owner=None)
-                except ImageNotFoundError:
-                    return
+                except (ImageNotFoundError, WriteConflictError):
+                    return  # deleted, or edited, since the Scan read it: the next sweep sees
                 for key in record.object_keys:
                     storage.delete(key)
         elif item.kind == "membership" and item.image_id is not None:

@@ -870,3 +870,150 @@ def parse_upload_start(
         size_bytes=size,
         sha256=digest,
     )
+
+
+# --- edits ------------------------------------------------------------------------------
+
+#: The fields ``PATCH /images/{image_id}`` may change.
+EDITABLE_FIELDS = ("title", "description", "tags", "metadata")
+#: Record fields a PATCH names only to be told they are not editable (anything else it
+#: names is an unknown field).
+READ_ONLY_FIELDS = frozenset(
+    {
+        "image_id",
+        "user_id",
+        "created_at",
+        "updated_at",
+        "version",
+        "filename",
+        "content_type",
+        "size_bytes",
+        "width",
+        "height",
+        "sha256",
+        "s3_key",
+        "frames",
+        "taken_at",
+        "placeholder",
+        "dominant_color",
+        "renditions",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ImagePatch:
+    """A validated ``PATCH /images/{image_id}`` body: each field is the new value, or
+    None when the body left it unchanged.
+
+    ``tags`` replaces the list (normalised as for an upload); ``metadata`` replaces the
+    object (``{}`` when the body sent ``null``: removed).
+    """
+
+    title: str | None = None
+    description: str | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, str] | None = None
+
+
+def parse_image_patch(body: bytes) -> ImagePatch:
+    """Parse and validate the JSON body of ``PATCH /images/{image_id}``: any of
+    :data:`EDITABLE_FIELDS`, each validated as for an upload (``title`` and
+    ``description`` may be ``null``, which empties them; ``metadata: null`` removes it).
+
+    Raises:
+        InvalidInputError: naming ``body`` (not a JSON object, or none of the editable
+            fields), a field of :data:`READ_ONLY_FIELDS` ("not editable"), any other
+            unknown field, or the field whose value breaks its upload rule
+            (``metadata.<key>`` for a value; a record field inside ``metadata`` is
+            refused: edit it as the field itself).
+    """
+    document = parse_json_object(body) if body.strip() else {}
+    for name in document:
+        if name in READ_ONLY_FIELDS:
+            raise InvalidInputError(name, "not editable")
+        if name not in EDITABLE_FIELDS:
+            raise InvalidInputError(
+                name[:80], f"unknown field; editable: {', '.join(EDITABLE_FIELDS)}"
+            )
+    if not document:
+        raise InvalidInputError(
+            "body", f"nothing to change: send any of {', '.join(EDITABLE_FIELDS)}"
+        )
+    metadata = document.get("metadata")
+    if isinstance(metadata, dict):
+        for name in RECORD_FIELDS_IN_METADATA:
+            if name in metadata:
+                raise InvalidInputError(
+                    f"metadata.{name}", f"a record field: edit it as {name!r} itself"
+                )
+    return ImagePatch(
+        title=_text_field("title", document["title"], MAX_TITLE_CHARS)
+        if "title" in document
+        else None,
+        description=_text_field("description", document["description"], MAX_DESCRIPTION_CHARS)
+        if "description" in document
+        else None,
+        tags=normalize_tags(document["tags"]) if "tags" in document else None,
+        metadata=validate_metadata(metadata) if "metadata" in document else None,
+    )
+
+
+@dataclass(frozen=True)
+class IfMatch:
+    """A parsed ``If-Match`` header: ``any`` for ``*``, else the strong entity tags'
+    opaque values (``"3"`` gives ``"3"``; weak tags ``W/"3"`` never match, RFC 9110
+    13.1.1)."""
+
+    any: bool = False
+    tags: frozenset[str] = frozenset()
+
+    def matches(self, version: int) -> bool:
+        """Whether the image at ``version`` passes the precondition."""
+        return self.any or str(version) in self.tags
+
+
+#: One element of an entity-tag list (RFC 9110 8.8.3): optional ``W/``, then a quoted
+#: opaque tag, then a comma or the end.
+_ENTITY_TAG = re.compile(r'[ \t]*(W/)?"([\x21\x23-\x7e\x80-\U0010ffff]*)"[ \t]*(?:,|\Z)')
+_LIST_GAP = re.compile(r"[ \t]*,")
+
+
+def entity_tag(version: int) -> str:
+    """The strong ``ETag`` of an image at ``version`` (``"3"``, quotes included)."""
+    return f'"{version}"'
+
+
+def parse_if_match(header: str | None) -> IfMatch | None:
+    """Parse an ``If-Match`` header: ``*`` or a comma-separated list of entity tags.
+
+    Linear in the header's length (each step consumes what it matched).
+
+    Returns:
+        None when the header is absent or blank (no precondition).
+
+    Raises:
+        InvalidInputError: (field ``If-Match``) not ``*`` nor a list of quoted tags.
+    """
+    if header is None or not header.strip():
+        return None
+    if header.strip() == "*":
+        return IfMatch(any=True)
+    tags: set[str] = set()
+    position = 0
+    while position < len(header):
+        gap = _LIST_GAP.match(header, position)
+        if gap:
+            position = gap.end()
+            continue
+        element = _ENTITY_TAG.match(header, position)
+        if element is None:
+            if not header[position:].strip():
+                break
+            raise InvalidInputError(
+                "If-Match", 'must be * or entity tags in double quotes, e.g. "3"'
+            )
+        if element.group(1) is None:
+            tags.add(element.group(2))
+        position = element.end()
+    return IfMatch(tags=frozenset(tags))

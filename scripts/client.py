@@ -1,10 +1,11 @@
-"""Command-line client of the image service: upload, list, download, delete.
+"""Command-line client of the image service: upload, list, download, edit, delete.
 
 Usage (``--api`` defaults to ``$IMAGE_API_URL``, else ``make run``'s http://127.0.0.1:8000)::
 
     python -m scripts.client upload PHOTO.jpg FOLDER/ --user alice --tags trip,beach
     python -m scripts.client list --user alice --tags beach --from 2026-01-01 --title sea
     python -m scripts.client download IMAGE_ID -o saved.jpg
+    python -m scripts.client edit IMAGE_ID --user alice --title "At dusk" --tags sunset,beach
     python -m scripts.client delete IMAGE_ID --user alice
 
 ``upload`` takes files and folders (folders are walked recursively and contribute the
@@ -135,8 +136,9 @@ class ApiClient:
         *,
         body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
-        """Call ``path`` (``/images``...) and return its JSON answer.
+        """Call ``path`` (``/images``...) with extra ``headers``; return its JSON answer.
 
         Raises:
             ApiError: a non-2xx answer (with the API's ``Message``) or no answer.
@@ -147,7 +149,7 @@ class ApiClient:
                 self.base_url.rstrip("/") + path,
                 json=body,
                 params=params,
-                headers=self._headers(),
+                headers={**self._headers(), **(headers or {})},
                 timeout=API_TIMEOUT,
                 allow_redirects=False,
             )
@@ -471,6 +473,54 @@ def cmd_download(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def edit_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``PATCH /images/{id}`` body from ``edit``'s options: only the fields given
+    (``--tags ""`` empties the list, ``--clear-metadata`` sends ``"metadata": null``).
+
+    Raises:
+        ApiError: (status 0) ``--metadata`` is not a JSON object, or nothing to change.
+    """
+    body: dict[str, Any] = {}
+    for name in ("title", "description"):
+        if getattr(args, name) is not None:
+            body[name] = getattr(args, name)
+    if args.tags is not None:
+        body["tags"] = _split_tags(args.tags)
+    if args.clear_metadata:
+        body["metadata"] = None
+    elif args.metadata is not None:
+        try:
+            metadata = json.loads(args.metadata)
+        except ValueError as error:
+            raise ApiError(0, f"--metadata: not valid JSON ({error})") from None
+        if not isinstance(metadata, dict):
+            raise ApiError(0, '--metadata: must be a JSON object, e.g. {"camera": "X100"}')
+        body["metadata"] = metadata
+    if not body:
+        raise ApiError(
+            0,
+            "nothing to change: give --title, --description, --tags, --metadata or "
+            "--clear-metadata",
+        )
+    return body
+
+
+def cmd_edit(client: ApiClient, args: argparse.Namespace) -> int:
+    """``edit ID [--title T] [--description D] [--tags a,b] [--metadata JSON |
+    --clear-metadata] [--if-match ETAG]``: the owner changes an image's fields; with
+    ``--if-match``, only if the image is still at that version (else the API's 412)."""
+    body = edit_body(args)
+    headers = {}
+    if args.if_match:
+        etag = args.if_match.strip()
+        headers["If-Match"] = etag if etag == "*" or etag.endswith('"') else f'"{etag}"'
+    record = client.call("PATCH", f"/images/{args.image_id}", body=body, headers=headers)
+    if args.json:
+        print(json.dumps(record, indent=2))
+    stderr.print(f'edited {args.image_id}: ETag "{record.get("version")}"', highlight=False)
+    return 0
+
+
 def cmd_delete(client: ApiClient, args: argparse.Namespace) -> int:
     """``delete ID``: the owner deletes an image."""
     answer = client.call("DELETE", f"/images/{args.image_id}")
@@ -519,6 +569,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     download.add_argument("-o", "--output", help="file or folder to save to")
     download.add_argument("--user", help="acting as (X-User-Id)")
 
+    edit = commands.add_parser(
+        "edit", parents=[common], help="edit an image's title, description, tags, metadata"
+    )
+    edit.add_argument("image_id", metavar="ID")
+    edit.add_argument("--user", help="acting as (X-User-Id): the owner")
+    edit.add_argument("--title", help="the new title")
+    edit.add_argument("--description", help="the new description")
+    edit.add_argument("--tags", help='comma-separated tags replacing the list ("" empties it)')
+    metadata = edit.add_mutually_exclusive_group()
+    metadata.add_argument("--metadata", metavar="JSON", help="a JSON object replacing metadata")
+    metadata.add_argument("--clear-metadata", action="store_true", help="remove the metadata")
+    edit.add_argument(
+        "--if-match",
+        metavar="ETAG",
+        help='only if the image is still at this version (its ETag, e.g. 3 or "3"; * any)',
+    )
+    edit.add_argument("--json", action="store_true", help="print the new record as JSON")
+
     delete = commands.add_parser("delete", parents=[common], help="delete an image (owner)")
     delete.add_argument("image_id", metavar="ID")
     delete.add_argument("--user", help="acting as (X-User-Id): the owner")
@@ -529,6 +597,7 @@ COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], int]] = {
     "upload": cmd_upload,
     "list": cmd_list,
     "download": cmd_download,
+    "edit": cmd_edit,
     "delete": cmd_delete,
 }
 

@@ -263,3 +263,55 @@ def respond_with_error(
         return AWSResponse(request.url, status, {"Content-Type": content_type}, _Raw(body))
 
     return _register(client, "before-send", operation, answer, attempts)
+
+
+#: Attributes only the image item has: its key and its index keys.
+_IMAGE_ONLY_ATTRIBUTES = frozenset({"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"})
+
+
+def membership_problems(
+    dynamodb: Any, table: str, expected_keys: Callable[[str], set[Key]]
+) -> list[str]:
+    """What breaks "every membership item matches its image": a membership item (an item
+    carrying ``image_id`` that is neither an image item nor an upload item) whose image
+    item is missing, or whose listing fields differ from the image item's; an image
+    whose membership items are not exactly ``expected_keys(image_id)`` (the service's
+    own layout, so the check holds whatever the partitions become). Empty when sound."""
+    images: dict[str, dict[str, Any]] = {}
+    memberships: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for page in dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+        for raw in page["Items"]:
+            item = {name: _deserializer.deserialize(value) for name, value in raw.items()}
+            if "image_id" not in item or str(item["pk"]).startswith("UPLOAD#"):
+                continue
+            if item["sk"] == "META" and str(item["pk"]).startswith("IMAGE#"):
+                images[item["image_id"]] = item
+            else:
+                memberships[item["image_id"]].append(item)
+    problems = []
+    for image_id, items in sorted(memberships.items()):
+        image = images.get(image_id)
+        if image is None:
+            problems.append(f"{image_id}: membership items without an image {_keys(items)}")
+            continue
+        for item in items:
+            differing = sorted(
+                name
+                for name in set(item) | set(image)
+                if name not in _IMAGE_ONLY_ATTRIBUTES and item.get(name) != image.get(name)
+            )
+            if differing:
+                problems.append(f"{image_id}: {item['pk']} differs from its image in {differing}")
+    for image_id in sorted(images):
+        have = set(_keys(memberships.get(image_id, [])))
+        want = expected_keys(image_id)
+        if have != want:
+            problems.append(
+                f"{image_id}: memberships missing {sorted(want - have)}, "
+                f"unexpected {sorted(have - want)}"
+            )
+    return problems
+
+
+def _keys(items: list[dict[str, Any]]) -> list[Key]:
+    return sorted((str(item["pk"]), str(item["sk"])) for item in items)

@@ -1,4 +1,4 @@
-// Image gallery: upload (direct uploads to S3), browse, filter, view, download, delete.
+// Image gallery: upload (direct uploads to S3), browse, filter, view, download, edit, delete.
 // Every piece of user text goes into the page with textContent or an attribute, never
 // as HTML. All URLs are relative to <base href>, so the page works under any API prefix.
 import { paint } from "./blurhash.js";
@@ -95,9 +95,10 @@ function errorMessage(status, payload, fallback) {
   return `${status}: ${message || fallback || "request failed"}`;
 }
 
-/** Call the API at `path` (relative); returns the parsed JSON or throws ApiError. */
-async function api(method, path, json) {
-  const headers = { Accept: "application/json", ...authHeaders() };
+/** Call the API at `path` (relative) with `extraHeaders`; returns the parsed JSON or
+ * throws ApiError. */
+async function api(method, path, json, extraHeaders = {}) {
+  const headers = { Accept: "application/json", ...authHeaders(), ...extraHeaders };
   const init = { method, headers };
   if (json !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -492,6 +493,7 @@ function fact(list, term, value) {
 /** Show `summary` (the listing's record) at once, then the full view when it comes. */
 async function openDetail(summary) {
   const imageId = summary.image_id;
+  $("detail-edit").hidden = true;
   showDetail(summary, null);
   try {
     const record = await api("GET", `images/${encodeURIComponent(imageId)}`);
@@ -523,6 +525,7 @@ function showDetail(record, error) {
   fact(facts, "Type", record.content_type);
   fact(facts, "Taken", record.taken_at);
   fact(facts, "Uploaded", record.created_at);
+  if (record.version > 1) fact(facts, "Edited", record.updated_at);
   $("detail-error").textContent = error || "";
   const img = $("detail-img");
   if (img.dataset.imageId !== record.image_id) {
@@ -536,8 +539,63 @@ function showDetail(record, error) {
   }
   img.alt = altText(record);
   const user = currentUser();
-  $("detail-delete").hidden = !(user && user === record.user_id);
+  const owner = Boolean(user && user === record.user_id);
+  $("detail-delete").hidden = !owner;
+  $("detail-edit-open").hidden = !owner || !$("detail-edit").hidden;
+  if (!owner) $("detail-edit").hidden = true;
   if (!el.dialog.open) el.dialog.showModal();
+}
+
+// ---- edit (owner) ----------------------------------------------------------------------
+
+function openEdit() {
+  if (!detailRecord) return;
+  $("edit-title").value = detailRecord.title || "";
+  $("edit-description").value = detailRecord.description || "";
+  $("edit-tags").value = (detailRecord.tags || []).join(", ");
+  $("detail-edit").hidden = false;
+  $("detail-edit-open").hidden = true;
+  $("detail-error").textContent = "";
+  $("edit-title").focus();
+}
+
+function closeEdit() {
+  $("detail-edit").hidden = true;
+  $("detail-edit-open").hidden = !(detailRecord && currentUser() === detailRecord.user_id);
+}
+
+/** PATCH the fields, only if the image is still the version this view read (its ETag is
+ * the record's `version`, quoted): someone else's edit since is the API's 412, shown. */
+async function saveEdit(event) {
+  event.preventDefault();
+  if (!detailRecord) return;
+  const before = detailRecord;
+  const changes = {
+    title: $("edit-title").value,
+    description: $("edit-description").value,
+    tags: parseTags($("edit-tags").value),
+  };
+  $("edit-save").disabled = true;
+  try {
+    const edited = await api("PATCH", `images/${encodeURIComponent(before.image_id)}`, changes, {
+      "If-Match": `"${before.version}"`,
+    });
+    // The answer has no presigned URLs: keep the ones this view already has.
+    const record = { ...before, ...edited, renditions: before.renditions };
+    if (gallery.records.has(record.image_id)) {
+      const listed = gallery.records.get(record.image_id);
+      const updated = { ...listed, ...edited, renditions: listed.renditions };
+      gallery.records.set(record.image_id, updated);
+      const tile = el.gallery.querySelector(`[data-image-id="${CSS.escape(record.image_id)}"]`);
+      if (tile) tile.closest("li").replaceWith(tileFor(updated));
+    }
+    closeEdit();
+    showDetail(record, null);
+  } catch (error) {
+    $("detail-error").textContent = error instanceof ApiError ? error.message : String(error);
+  } finally {
+    $("edit-save").disabled = false;
+  }
 }
 
 function closeDetail() {
@@ -579,6 +637,9 @@ function setUpDetail() {
   $("detail-close").addEventListener("click", closeDetail);
   $("detail-download").addEventListener("click", downloadDetail);
   $("detail-delete").addEventListener("click", deleteDetail);
+  $("detail-edit-open").addEventListener("click", openEdit);
+  $("edit-cancel").addEventListener("click", closeEdit);
+  $("detail-edit").addEventListener("submit", saveEdit);
   // A click on the backdrop (outside the dialog's box) closes it; Escape does natively.
   el.dialog.addEventListener("click", (event) => {
     if (event.target === el.dialog) closeDetail();

@@ -127,3 +127,34 @@ def test_nothing_to_upload_and_an_unreachable_api_fail(stack: Stack, tmp_path: P
     )  # fmt: skip
     assert unreachable.returncode == 1
     assert "cannot reach the API" in unreachable.stderr
+
+
+def test_edit_moves_the_tags_and_honours_if_match(stack: Stack, tmp_path: Path) -> None:
+    user = f"cli{uuid.uuid4().hex[:10]}"
+    photo = write_image(tmp_path / "edit.png", (40, 30), (10, 20, 200), "PNG")
+    uploaded = run_client(stack, "upload", str(photo), "--user", user, "--tags", "old", "--json")
+    assert uploaded.returncode == 0, uploaded.stderr
+    image_id = json.loads(uploaded.stdout)[0]["record"]["image_id"]
+
+    edited = run_client(
+        stack,
+        "edit", image_id, "--user", user, "--title", "Renamed", "--tags", "new,blue",
+        "--metadata", '{"camera": "X100"}', "--if-match", "1", "--json",
+    )  # fmt: skip
+
+    assert edited.returncode == 0, edited.stderr
+    record = json.loads(edited.stdout)
+    assert (record["title"], record["tags"], record["version"]) == ("Renamed", ["new", "blue"], 2)
+    assert record["metadata"] == {"camera": "X100"}
+    assert f'edited {image_id}: ETag "2"' in edited.stderr
+    assert listing(stack, "--user", user, "--tags", "old") == []
+    assert [r["title"] for r in listing(stack, "--user", user, "--tags", "new")] == ["Renamed"]
+
+    stale = run_client(stack, "edit", image_id, "--user", user, "--title", "x", "--if-match", "1")
+    assert stale.returncode == 1
+    assert '412: If-Match: the image is at version "2" now' in stale.stderr
+    other = run_client(stack, "edit", image_id, "--user", "someone-else", "--clear-metadata")
+    assert (other.returncode, "403" in other.stderr) == (1, True)
+    cleared = run_client(stack, "edit", image_id, "--user", user, "--clear-metadata", "--json")
+    assert cleared.returncode == 0, cleared.stderr
+    assert json.loads(cleared.stdout)["metadata"] == {}

@@ -56,7 +56,13 @@ def preflight(url: str, origin: str, method: str) -> requests.Response:
 
 @pytest.mark.parametrize(
     ("path", "method"),
-    [("/images", "POST"), ("/images/abc", "DELETE"), ("/health", "GET"), ("/", "GET")],
+    [
+        ("/images", "POST"),
+        ("/images/abc", "DELETE"),
+        ("/images/abc", "PATCH"),
+        ("/health", "GET"),
+        ("/", "GET"),
+    ],
 )
 def test_preflight_through_chalice_local(cors_api: str, path: str, method: str) -> None:
     for origin in (ALLOWED, ALSO_ALLOWED):
@@ -74,7 +80,7 @@ def test_actual_requests_through_chalice_local(cors_api: str) -> None:
     listing = requests.get(f"{cors_api}/images", headers={"Origin": ALSO_ALLOWED}, timeout=30)
     assert listing.status_code == 200
     assert listing.headers["Access-Control-Allow-Origin"] == ALSO_ALLOWED
-    assert listing.headers["Access-Control-Expose-Headers"] == "Location"
+    assert listing.headers["Access-Control-Expose-Headers"] == "ETag, Location"
     missing = requests.get(f"{cors_api}/images/nope", headers={"Origin": ALLOWED}, timeout=30)
     assert missing.status_code == 404
     assert missing.headers["Access-Control-Allow-Origin"] == ALLOWED

@@ -32,6 +32,7 @@ RECORD_FIELDS = {
     "s3_key",
     "created_at",
     "updated_at",
+    "version",
 }
 
 

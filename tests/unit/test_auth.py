@@ -329,6 +329,25 @@ def test_only_the_owner_deletes(jwt_client):
     assert by_alice.json_body == {"message": "Image deleted", "image_id": image_id}
 
 
+def test_only_the_owner_edits_and_the_header_identity_is_ignored(jwt_client):
+    image_id = post_json(jwt_client, json_upload(), headers=bearer("alice")).json_body["image_id"]
+    path = f"/images/{image_id}"
+    body = json.dumps({"title": "edited"}).encode()
+    json_type = {"Content-Type": "application/json"}
+
+    def edit(headers: dict[str, str]) -> Any:
+        return jwt_client.http.request("PATCH", path, headers={**json_type, **headers}, body=body)
+
+    without_token = edit({"X-User-Id": "alice"})
+    by_bob = edit({**bearer("bob"), "X-User-Id": "alice"})
+    by_alice = edit(bearer("alice"))
+
+    assert without_token.status_code == 401
+    assert (by_bob.status_code, by_bob.json_body["Code"]) == (403, "ForbiddenError")
+    assert by_bob.json_body["Message"].startswith("Authorization (the authenticated principal): ")
+    assert (by_alice.status_code, by_alice.json_body["title"]) == (200, "edited")
+
+
 def test_reading_needs_a_token_and_any_user_may_read(jwt_client):
     image_id = post_json(jwt_client, json_upload(), headers=bearer("alice")).json_body["image_id"]
 

@@ -8,7 +8,7 @@ import hashlib
 import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from rich.console import Console
@@ -65,6 +65,7 @@ class FakeApi(cli.ApiClient):
         *,
         body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         if path == "/uploads":
             assert body is not None
@@ -155,3 +156,70 @@ def test_error_messages_come_from_the_api_or_s3() -> None:
     assert cli._error_message(api) == "file: not an image"
     s3 = response(403, b"<Error><Code>AccessDenied</Code><Message>Policy expired</Message></Error>")
     assert cli._error_message(s3) == "Policy expired"
+
+
+def test_edit_options_map_to_the_patch_body() -> None:
+    def body(*options: str) -> dict[str, Any]:
+        return cli.edit_body(cli.parse_args(["edit", "ID", *options]))
+
+    assert body("--title", "T", "--description", "", "--tags", "A, b") == {
+        "title": "T",
+        "description": "",
+        "tags": ["A", "b"],
+    }
+    assert body("--metadata", '{"camera": "x"}') == {"metadata": {"camera": "x"}}
+    assert body("--clear-metadata", "--tags", "") == {"metadata": None, "tags": []}
+    for options, message in [
+        ((), "nothing to change"),
+        (("--metadata", "{nope"), "--metadata: not valid JSON"),
+        (("--metadata", "[1]"), "--metadata: must be a JSON object"),
+    ]:
+        with pytest.raises(cli.ApiError, match=message):
+            body(*options)
+    with pytest.raises(SystemExit):
+        body("--metadata", "{}", "--clear-metadata")
+
+
+class EditApi(cli.ApiClient):
+    """Records the PATCH; a stale ``If-Match`` is the API's 412."""
+
+    calls: ClassVar[list[tuple[str, str, Any, Any]]] = []
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        EditApi.calls.append((method, path, body, headers))
+        if (headers or {}).get("If-Match") == '"1"':
+            raise cli.ApiError(412, 'If-Match: the image is at version "2" now')
+        return {"image_id": "ID", "version": 3, **(body or {})}
+
+
+@pytest.mark.parametrize(
+    ("if_match", "sent", "status"),
+    [
+        (None, {}, 0),
+        ("2", {"If-Match": '"2"'}, 0),
+        ('"1"', {"If-Match": '"1"'}, 1),
+        ("*", {"If-Match": "*"}, 0),
+    ],
+)
+def test_edit_sends_the_patch_with_if_match(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    if_match: str | None,
+    sent: dict[str, str],
+    status: int,
+) -> None:
+    monkeypatch.setattr(cli, "ApiClient", EditApi)
+    EditApi.calls = []
+    options = ["--if-match", if_match] if if_match else []
+    assert cli.main(["edit", "ID", "--user", "alice", "--title", "New", *options]) == status
+    assert EditApi.calls == [("PATCH", "/images/ID", {"title": "New"}, sent)]
+    err = capsys.readouterr().err
+    assert ('edited ID: ETag "3"' if status == 0 else "412: If-Match") in err

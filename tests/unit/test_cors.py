@@ -61,6 +61,7 @@ def lower(headers: dict[str, str]) -> dict[str, str]:
         ("/images", "GET"),
         ("/images", "POST"),
         ("/images/some-id", "DELETE"),
+        ("/images/some-id", "PATCH"),
         ("/images/some-id/download", "GET"),
         ("/health", "GET"),
         ("/", "GET"),
@@ -75,7 +76,7 @@ def test_preflight_from_an_allowed_origin_names_origin_methods_and_headers(
         assert headers["access-control-allow-origin"] == origin
         assert method in headers["access-control-allow-methods"].split(", ")
         allowed = {h.strip().lower() for h in headers["access-control-allow-headers"].split(",")}
-        assert {"authorization", "content-type", "x-user-id"} <= allowed
+        assert {"authorization", "content-type", "if-match", "x-user-id"} <= allowed
         assert int(headers["access-control-max-age"]) > 0
         assert headers["vary"] == "Origin"
 
@@ -94,7 +95,7 @@ def test_preflight_for_a_method_the_path_does_not_answer_allows_nothing(
     assert "access-control-allow-origin" not in headers
 
 
-def test_actual_requests_echo_the_allowed_origin_and_expose_location(
+def test_actual_requests_echo_the_allowed_origin_and_expose_etag_and_location(
     client_for: ClientFor,
 ) -> None:
     client = client_for((ALLOWED, OTHER_ALLOWED))
@@ -104,7 +105,7 @@ def test_actual_requests_echo_the_allowed_origin_and_expose_location(
         headers = lower(response.headers)
         assert response.status_code == 200, (path, response.body)
         assert headers["access-control-allow-origin"] == OTHER_ALLOWED
-        assert headers["access-control-expose-headers"] == "Location"
+        assert headers["access-control-expose-headers"] == "ETag, Location"
         assert "Origin" in headers["vary"]
 
 

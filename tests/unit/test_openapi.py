@@ -186,6 +186,19 @@ def test_serving_the_document_loads_neither_pillow_nor_boto3():
 # --- responses match the documented schemas ---------------------------------------------
 
 
+def _patch(
+    client: Client, image_id: str, body: Any, user: str | None, if_match: str | None = None
+) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if user is not None:
+        headers["X-User-Id"] = user
+    if if_match is not None:
+        headers["If-Match"] = if_match
+    return client.http.request(
+        "PATCH", f"/images/{image_id}", headers=headers, body=json.dumps(body).encode()
+    )
+
+
 def test_example_upload_and_every_operation_match_the_document(client):
     example = openapi_document()["components"]["requestBodies"]["Upload"]["content"][
         "application/json"
@@ -204,6 +217,12 @@ def test_example_upload_and_every_operation_match_the_document(client):
         ("/images/{image_id}", "get", client.http.get(f"/images/{image_id}?metadata_only=1")),
         ("/images/{image_id}", "get", client.http.get(f"/images/{uuid.uuid4()}")),
         ("/images/{image_id}/download", "get", client.http.get(f"/images/{image_id}/download")),
+        ("/images/{image_id}", "patch", _patch(client, image_id, {"title": "x"}, "alice")),
+        ("/images/{image_id}", "patch", _patch(client, image_id, {"user_id": "x"}, "alice")),
+        ("/images/{image_id}", "patch", _patch(client, image_id, {"title": "x"}, None)),
+        ("/images/{image_id}", "patch", _patch(client, image_id, {"title": "x"}, "mallory")),
+        ("/images/{image_id}", "patch", _patch(client, image_id, {"title": "x"}, "alice", '"1"')),
+        ("/images/{image_id}", "patch", _patch(client, str(uuid.uuid4()), {"title": "x"}, "a")),
         ("/images/{image_id}", "delete", client.http.delete(f"/images/{image_id}")),
         (
             "/images/{image_id}",
@@ -223,8 +242,14 @@ def test_example_upload_and_every_operation_match_the_document(client):
         ),
     ]
     statuses = [response.status_code for _, _, response in calls]
-    assert statuses == [200, 400, 200, 200, 404, 302, 401, 403, 200, 200, 415]
+    assert statuses == [
+        *(200, 400, 200, 200, 404, 302),
+        *(200, 400, 401, 403, 412, 404),  # PATCH
+        *(401, 403, 200, 200, 415),
+    ]
     for path, method, response in calls:
         assert_matches_document(path, method, response)
+    assert calls[2][2].headers["ETag"] == '"1"'
+    assert calls[6][2].headers["ETag"] == '"2"'
     assert calls[0][2].json_body["next_token"]
     assert "download_url" not in calls[3][2].json_body
