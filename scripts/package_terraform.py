@@ -29,7 +29,8 @@ choose the API's authorizer:
    Terraform. They are in the body, not ``aws_api_gateway_gateway_response`` resources:
    a body import (``PutRestApi`` in overwrite mode, on every change of the app) resets
    gateway responses the body does not hold, and the deployment is redeployed exactly
-   when the body changes (its ``triggers``), so they can never be missing or stale.
+   when the body changes (its ``triggers``), so they can never be missing or stale. The
+   module's ``GatewayResponses`` output shows them as API Gateway gets them.
 5. S3 notifications (``@app.on_s3_event``): Chalice names the bucket it read at import
    (``chalicelib.storage.upload_bucket_name()``: a placeholder, or the stage's
    ``BUCKET_NAME`` text) and keys the ``aws_s3_bucket_notification`` by that name, which
