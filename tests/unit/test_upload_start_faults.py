@@ -31,7 +31,19 @@ NOT_STARTED = "no upload was started; retry"
 
 
 def start(client: Client, title: str = "Beach") -> Any:
-    body = {"user_id": "alice", "title": title, "filename": "beach.png", "tags": "sea,sun"}
+    """``POST /uploads`` with every field the upload item keeps (so comparing the stored
+    item with the one written covers each one's round trip through DynamoDB)."""
+    body = {
+        "user_id": "alice",
+        "title": title,
+        "description": "",
+        "filename": "beach.png",
+        "tags": "sea,sun",
+        "metadata": {"camera": "X100"},
+        "content_type": "image/heif",
+        "size_bytes": 1234,
+        "sha256": "ab" * 32,
+    }
     return post_json(client, body, path="/uploads")
 
 
