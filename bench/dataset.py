@@ -24,9 +24,9 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
-from chalicelib.metadata import ImageMetadataStore, ImageRecord
+from chalicelib.metadata import TITLE_FOLDED, ImageMetadataStore, ImageRecord
 from chalicelib.storage import object_key
-from chalicelib.validation import format_timestamp
+from chalicelib.validation import fold_text, format_timestamp
 
 #: The newest possible ``created_at`` (exclusive).
 END = datetime(2026, 11, 21, tzinfo=UTC)
@@ -174,8 +174,8 @@ def seed_service_table(dynamodb: Any, table_name: str, records: Sequence[ImageRe
 
 def baseline_item(record: ImageRecord) -> dict[str, Any]:
     """The common layout: one item per image keyed by ``image_id``, every field as an
-    attribute (``tags`` a list), plus ``title_lower`` for case-insensitive search."""
-    return {**record.to_dict(), "title_lower": record.title.lower()}
+    attribute (``tags`` a list), plus the folded title the title search compares."""
+    return {**record.to_dict(), TITLE_FOLDED: fold_text(record.title)}
 
 
 def seed_baseline_table(dynamodb: Any, table_name: str, records: Sequence[ImageRecord]) -> None:

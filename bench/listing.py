@@ -26,9 +26,9 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 
 from bench.dataset import END, SEARCH_WORD
-from chalicelib.metadata import ImageRecord
+from chalicelib.metadata import TITLE_FOLDED, ImageRecord
 from chalicelib.service import ImageService
-from chalicelib.validation import parse_list_query
+from chalicelib.validation import fold_text, parse_list_query
 
 
 class ScanInRequestPath(RuntimeError):
@@ -88,7 +88,7 @@ def expected_ids(pattern: Pattern, records: Sequence[ImageRecord]) -> list[str]:
         if (query.user_id is None or r.user_id == query.user_id)
         and set(query.tags) <= set(r.tags)
         and low <= r.created_at <= high
-        and (query.title is None or query.title in r.title.lower())
+        and (query.title is None or query.title in fold_text(r.title))
     ]
     hits.sort(key=lambda r: r.sort_key, reverse=True)
     return [r.image_id for r in hits]
@@ -219,7 +219,7 @@ def baseline_filter(params: dict[str, str]) -> tuple[str | None, dict[str, Any]]
         values[":from"] = {"S": query.created_from or "0000"}
         values[":to"] = {"S": query.created_to or "9999"}
     if query.title is not None:
-        clauses.append("contains(title_lower, :title)")
+        clauses.append(f"contains({TITLE_FOLDED}, :title)")
         values[":title"] = {"S": query.title}
     return (" AND ".join(clauses) or None), values
 

@@ -60,7 +60,7 @@ from chalicelib.schema import (
     SORT_KEY,
     TTL_ATTRIBUTE,
 )
-from chalicelib.validation import ListQuery
+from chalicelib.validation import ListQuery, fold_text
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -239,13 +239,15 @@ class ImageMetadataStore:
         self.table_name = table_name
         self._months_marked: set[str] = set()
         self._attempts = _AttemptLog()
-        # Every attempt of a transaction passes here, inside botocore's retry loop: a
-        # lost answer that a later attempt's error answer would hide is still seen.
-        dynamodb.meta.events.register(
-            "needs-retry.dynamodb.TransactWriteItems",
-            self._attempts.note,
-            unique_id=f"image-metadata-attempts-{id(self)}",
-        )
+        # Every attempt of a transaction (and of the PutItem that starts an upload)
+        # passes here, inside botocore's retry loop: a lost answer that a later
+        # attempt's error answer would hide is still seen.
+        for operation in ("TransactWriteItems", "PutItem"):
+            dynamodb.meta.events.register(
+                f"needs-retry.dynamodb.{operation}",
+                self._attempts.note,
+                unique_id=f"image-metadata-attempts-{operation}-{id(self)}",
+            )
 
     # --- writes ---------------------------------------------------------------------
 
@@ -302,17 +304,26 @@ class ImageMetadataStore:
 
     def put_upload(self, upload: UploadRecord, expires_at_epoch: int) -> None:
         """Write a new pending upload item, with ``expires_at_epoch`` (seconds) as its
-        TimeToLive.
+        TimeToLive, on condition that no item has its key.
+
+        Idempotent: when the condition fails because the item is this very upload (an
+        earlier attempt, inside botocore's retries or a call before, was applied but its
+        answer lost), the write is done, not a conflict.
 
         Raises:
-            WriteConflictError: an upload with this id exists.
-            botocore.exceptions.ClientError: any other DynamoDB failure.
+            WriteConflictError: another upload with this id exists.
+            OutcomeUnknownError: an attempt's answer was lost or DynamoDB failed while
+                handling it (even if a later attempt got an error answer): the item may
+                exist, now or later.
+            botocore.exceptions.ClientError: any other DynamoDB failure; nothing was
+                written.
         """
         item = {
             **_upload_key(upload.upload_id),
             **asdict(upload),
             TTL_ATTRIBUTE: expires_at_epoch,
         }
+        self._attempts.maybe_applied = False
         try:
             self._dynamodb.put_item(
                 TableName=self.table_name,
@@ -320,7 +331,17 @@ class ImageMetadataStore:
                 ConditionExpression=f"attribute_not_exists({PARTITION_KEY})",
             )
         except self._dynamodb.exceptions.ConditionalCheckFailedException:
+            try:
+                stored = self.get_upload(upload.upload_id)
+            except AWS_CALL_FAILURES as exc:  # an item exists: maybe this one
+                raise OutcomeUnknownError(upload.upload_id) from exc
+            if stored == upload:
+                return  # this upload's own write, applied by an attempt whose answer was lost
             raise WriteConflictError(f"upload_id: {upload.upload_id} already exists") from None
+        except AWS_CALL_FAILURES as exc:
+            if self._attempts.maybe_applied or may_have_taken_effect(exc):
+                raise OutcomeUnknownError(upload.upload_id) from exc
+            raise
 
     def get_upload(self, upload_id: str) -> UploadRecord | None:
         """The upload ``upload_id``, or None (strongly consistent read)."""
@@ -625,10 +646,11 @@ class ImageMetadataStore:
         while budget.wanted > 0:
             request["Limit"] = budget.query_limit(filtered=bool(filters.clauses))
             response = self._dynamodb.query(**request)
-            items = response.get("Items", [])
+            items = [
+                item for item in map(_deserialize, response.get("Items", [])) if filters.keeps(item)
+            ]
             budget.record(read=response.get("ScannedCount", len(items)), matched=len(items))
-            for raw in items:
-                yield _deserialize(raw)
+            yield from items
             last_key = response.get("LastEvaluatedKey")
             if not last_key:
                 return
@@ -872,18 +894,33 @@ def _upload(item: dict[str, Any]) -> UploadRecord:
     )
 
 
+#: The folded title (``validation.fold_text``) the title filter reads, on image and
+#: membership items. Items written before it existed have none: the filter lets them
+#: through and :meth:`_Filter.keeps` folds their ``title`` instead (no migration).
+TITLE_FOLDED = "title_folded"
+
+
 def _listing_attributes(record: ImageRecord) -> dict[str, Any]:
-    """Everything a listing returns, plus the lower-cased title the title filter reads."""
-    return {**record.to_dict(), "title_lower": record.title.lower()}
+    """Everything a listing returns, plus the folded title the title filter reads."""
+    return {**record.to_dict(), TITLE_FOLDED: fold_text(record.title)}
 
 
 @dataclass
 class _Filter:
-    """A FilterExpression's clauses (joined with AND), attribute names and values."""
+    """A FilterExpression's clauses (joined with AND), attribute names and values, and
+    the folded ``title`` searched for (None: any)."""
 
     clauses: list[str] = field(default_factory=list)
     names: dict[str, str] = field(default_factory=dict)
     values: dict[str, Any] = field(default_factory=dict)
+    title: str | None = None
+
+    def keeps(self, item: dict[str, Any]) -> bool:
+        """Whether an item DynamoDB's filter let through matches: only an item without
+        :data:`TITLE_FOLDED` (written before it) still needs its title folded here."""
+        if self.title is None or TITLE_FOLDED in item:
+            return True
+        return self.title in fold_text(str(item.get("title", "")))
 
 
 def _filters(query: ListQuery) -> _Filter:
@@ -895,9 +932,12 @@ def _filters(query: ListQuery) -> _Filter:
         result.names["#tags"] = "tags"
         result.values[f":tag{number}"] = tag
     if query.title:
-        result.clauses.append("contains(#title_lower, :title)")
-        result.names["#title_lower"] = "title_lower"
+        result.clauses.append(
+            "(contains(#title_folded, :title) OR attribute_not_exists(#title_folded))"
+        )
+        result.names["#title_folded"] = TITLE_FOLDED
         result.values[":title"] = query.title
+        result.title = query.title
     return result
 
 

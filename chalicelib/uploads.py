@@ -32,6 +32,7 @@ from chalicelib.errors import (
     InvalidInputError,
     MissingIdentityError,
     NotOwnerError,
+    OutcomeUnknownError,
     PayloadTooLargeError,
     UploadExpiredError,
     UploadNotFoundError,
@@ -54,6 +55,8 @@ logger = logging.getLogger(__name__)
 UPLOAD_RETENTION_SECONDS = 24 * 3600
 #: The form part a presigned POST carries the file in.
 FILE_FIELD = "file"
+#: What writing the upload item raises when it cannot tell or failed.
+_WRITE_FAILURES: tuple[type[Exception], ...] = (OutcomeUnknownError, *AWS_CALL_FAILURES)
 #: How often :meth:`DirectUploads.finish` starts over when the object changes under it.
 _MAX_ROUNDS = 3
 
@@ -92,10 +95,16 @@ class DirectUploads:
             policy allows exactly ``start.size_bytes`` bytes when declared, else 1 to
             ``MAX_IMAGE_BYTES``, and expires after ``UPLOAD_EXPIRES_SECONDS``.
 
+        A lost answer is resolved as the image commit resolves it (``chalicelib.ingest``):
+        the same conditional write is driven once more (:meth:`ImageMetadataStore.put_upload`
+        takes finding its own item for success), then a consistent read is tried; only
+        when neither decides is the outcome unknown.
+
         Raises:
-            DependencyError: DynamoDB failed; nothing usable was written (an item
-                written without its answer is a pending upload nobody can post to,
-                which expires).
+            DependencyError: DynamoDB failed. After an error answer nothing was
+                written ("no upload was started"); when the outcome is unknown the
+                message names the upload id that may exist (a pending upload nobody
+                can post to, which expires on its own), never "not started".
         """
         upload_id, image_id = str(uuid.uuid4()), str(uuid.uuid4())
         now = self._clock()
@@ -116,12 +125,7 @@ class DirectUploads:
             created_at=format_timestamp(now),
             expires_at=format_timestamp(expires),
         )
-        try:
-            self.metadata.put_upload(upload, int(expires.timestamp()) + UPLOAD_RETENTION_SECONDS)
-        except AWS_CALL_FAILURES as exc:
-            logger.warning("upload %s: writing the upload item failed", upload_id, exc_info=True)
-            outcome = "no upload was started; retry"
-            raise DependencyError("dynamodb", "starting the upload", exc, outcome) from exc
+        self._write_upload(upload, int(expires.timestamp()) + UPLOAD_RETENTION_SECONDS)
         low = start.size_bytes or 1
         high = start.size_bytes or self.settings.max_image_bytes
         post = self.storage.presigned_post(
@@ -266,6 +270,36 @@ class DirectUploads:
         )
 
     # --- steps ------------------------------------------------------------------------
+
+    def _write_upload(self, upload: UploadRecord, expires_at_epoch: int) -> None:
+        """Write the pending upload item for :meth:`start` (see there)."""
+        step = "starting the upload"
+        try:
+            self.metadata.put_upload(upload, expires_at_epoch)
+            return
+        except OutcomeUnknownError as exc:
+            logger.warning("upload %s: the answer was lost; again", upload.upload_id)
+            first_error: Exception = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+        except AWS_CALL_FAILURES as exc:
+            logger.warning("upload %s: writing the upload item failed", upload.upload_id)
+            raise DependencyError("dynamodb", step, exc, "no upload was started; retry") from exc
+        # The first write may have been applied: drive the same one again.
+        try:
+            self.metadata.put_upload(upload, expires_at_epoch)
+            return
+        except _WRITE_FAILURES:
+            logger.warning("upload %s: the second write failed too", upload.upload_id)
+        # A consistent read can prove the item is there; it cannot prove it won't be.
+        try:
+            if self.metadata.get_upload(upload.upload_id) == upload:
+                return
+        except AWS_CALL_FAILURES:
+            pass
+        outcome = (
+            f"the upload may have been started as {upload.upload_id} "
+            f"(GET /uploads/{upload.upload_id} tells; it expires unused); start another"
+        )
+        raise DependencyError("dynamodb", step, first_error, outcome) from first_error
 
     def _settled(self, upload: UploadRecord) -> Ingested:
         """The answer for an upload that left ``pending``; its object, if any, goes."""

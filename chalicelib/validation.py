@@ -30,10 +30,19 @@ from chalicelib.imaging import FORMATS
 
 #: Filename extensions a type is saved under, by its canonical extension.
 _EXTENSION_SPELLINGS = {"jpg": {"jpg", "jpeg", "jpe", "jfif"}}
-_CONTENT_TYPE_ALIASES = {
+#: Declared types that name the same format family as a sniffed type, by the family's
+#: type (a type not listed is its own family). HEIF is one family: a browser types an
+#: iPhone's HEIC ``image/heif``, and the ``-sequence`` types (bursts, live photos) hold the
+#: same still images; AVIF stays its own (another codec). ``image/apng`` is a PNG.
+_TYPE_FAMILIES = {
     "image/jpg": "image/jpeg",
     "image/pjpeg": "image/jpeg",
     "image/x-png": "image/png",
+    "image/apng": "image/png",
+    "image/vnd.mozilla.apng": "image/png",
+    "image/heif": "image/heic",
+    "image/heic-sequence": "image/heic",
+    "image/heif-sequence": "image/heic",
 }
 #: Declared types that say nothing about the bytes (curl's default for unknown files).
 _UNDECLARED_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
@@ -97,8 +106,8 @@ class ListQuery:
     """Validated ``GET /images`` filters.
 
     ``created_from``/``created_to`` are inclusive bounds in the stored ``created_at``
-    format (``2026-11-21T10:30:00.123Z``); ``title`` is lower-cased; ``limit`` is the
-    page size (1-100).
+    format (``2026-11-21T10:30:00.123Z``); ``title`` is folded (:func:`fold_text`);
+    ``limit`` is the page size (1-100).
     """
 
     user_id: str | None = None
@@ -135,17 +144,28 @@ class ViewOptions:
 def check_declared_type(declared: str | None, actual: str, field_name: str) -> None:
     """Refuse a declared content type that contradicts the sniffed one.
 
-    ``application/octet-stream`` and an absent type declare nothing. Aliases such as
-    ``image/jpg`` are accepted for their canonical type.
+    ``application/octet-stream`` and an absent type declare nothing. Types of one
+    family (:data:`_TYPE_FAMILIES`: ``image/jpg`` and ``image/jpeg``; ``image/heif``,
+    ``image/heic`` and their ``-sequence`` types) do not contradict each other.
 
     Raises:
-        InvalidInputError: the declared type names another type than ``actual``.
+        InvalidInputError: the declared type names another family than ``actual``.
     """
     normalized = _media_type(declared or "")
-    normalized = _CONTENT_TYPE_ALIASES.get(normalized, normalized)
-    if normalized in _UNDECLARED_TYPES or normalized == actual:
+    if normalized in _UNDECLARED_TYPES or type_family(normalized) == type_family(actual):
         return
     raise InvalidInputError(field_name, f"declared as {normalized!r} but the bytes are {actual!r}")
+
+
+def type_family(content_type: str) -> str:
+    """The format family of a media type (lower case, no parameters): ``image/heif``
+    and ``image/heic-sequence`` are ``image/heic``, ``image/jpg`` is ``image/jpeg``; a
+    type of no listed family is its own."""
+    return _TYPE_FAMILIES.get(content_type, content_type)
+
+
+#: Every family an accepted type belongs to: a declared type outside them is a 415.
+_ACCEPTED_FAMILIES = frozenset(type_family(content_type) for content_type in FORMATS)
 
 
 def sanitize_filename(raw: str | None, extension: str) -> str:
@@ -675,7 +695,7 @@ def parse_list_query(params: Mapping[str, Sequence[str]]) -> ListQuery:
         tags=tuple(tags),
         created_from=created_from,
         created_to=created_to,
-        title=title.strip().lower() or None if title is not None else None,
+        title=fold_text(title.strip()) or None if title is not None else None,
         limit=_bounded_int("limit", single.get("limit"), DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
         next_token=single.get("next_token") or None,
     )
@@ -717,16 +737,47 @@ def _single_values(params: Mapping[str, Sequence[str]], allowed: set[str]) -> di
     return values
 
 
+#: An integer query parameter's only spelling: ASCII digits, no sign, no spaces, no
+#: leading zero (``int()`` and ``str.isdigit`` also take ``" 5"``, ``"+5"``, ``"5_0"``
+#: and other scripts' digits such as ``"٣"``). At most 9 digits: bounded work, and no
+#: parameter's range comes near.
+_ASCII_INTEGER = re.compile(r"0|[1-9][0-9]{0,8}")
+
+
 def _bounded_int(name: str, raw: str | None, default: int, low: int, high: int) -> int:
+    """Query parameter ``name`` as an integer from ``low`` to ``high``, ``default`` when
+    absent: every integer parameter goes through here.
+
+    Raises:
+        InvalidInputError: not in :data:`_ASCII_INTEGER`'s spelling, or out of range.
+    """
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInputError(name, f"must be an integer from {low} to {high}") from None
+    if not _ASCII_INTEGER.fullmatch(raw):
+        raise InvalidInputError(
+            name,
+            f"must be an integer from {low} to {high} in ASCII digits "
+            "(no sign, spaces or leading zeros)",
+        )
+    value = int(raw)
     if not low <= value <= high:
         raise InvalidInputError(name, f"must be an integer from {low} to {high}, got {value}")
     return value
+
+
+def fold_text(text: str) -> str:
+    """``text`` as the title search compares it: NFKC, Unicode case folding, a dot
+    above an ``i`` dropped, NFKC again.
+
+    So ``GRÖSSE`` and ``größe`` fold alike (``grösse``), fullwidth ``\uff21`` is ``a``,
+    the ligature ``ﬁ`` is ``fi``. Case folding turns the Turkish capital ``İ`` into ``i``
+    plus U+0307 (combining dot above); the dot on an ``i`` adds nothing visible, so it
+    is dropped and ``istanbul`` finds ``İstanbul`` (the dotless ``\u0131`` stays a letter of
+    its own). Accents are kept: ``cafe`` does not find ``café``. Linear in ``text``
+    (NFKC expands a character at most 18-fold).
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold().replace("i\u0307", "i")
+    return unicodedata.normalize("NFKC", folded)
 
 
 def _flag(name: str, raw: str | None) -> bool:
@@ -829,8 +880,11 @@ def parse_upload_start(
     declared = _optional_str(document, "content_type")
     if declared is not None:
         _require_utf8("content_type", declared)
-        normalized = _CONTENT_TYPE_ALIASES.get(_media_type(declared), _media_type(declared))
-        if normalized not in _UNDECLARED_TYPES and normalized not in FORMATS:
+        normalized = _media_type(declared)
+        if (
+            normalized not in _UNDECLARED_TYPES
+            and type_family(normalized) not in _ACCEPTED_FAMILIES
+        ):
             raise UnsupportedImageError(
                 "content_type", f"{declared[:80]!r} is not an accepted type"
             )

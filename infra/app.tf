@@ -48,7 +48,9 @@ module "api" {
   url_expires_seconds    = var.url_expires_seconds
   sweep_grace_seconds    = var.sweep_grace_seconds
   s3_public_endpoint_url = var.s3_public_endpoint_url
-  # One variable: the API's CORS_ALLOW_ORIGINS and the bucket's CORS rule (s3.tf).
+  # One variable: the API's CORS_ALLOW_ORIGINS, the bucket's CORS rule (s3.tf), and the
+  # CORS headers of API Gateway's own answers (401/403/429, default 4XX/5XX: the first
+  # origin listed, or *), which scripts/package_terraform.py puts in the REST API's body.
   cors_allow_origins = join(",", var.cors_allow_origins)
   # One variable: the functions' AUTH_MODE and the Swagger body (authorizer) API Gateway
   # gets, see scripts/package_terraform.py.

@@ -196,7 +196,7 @@ variable "abort_incomplete_multipart_upload_days" {
 }
 
 variable "cors_allow_origins" {
-  description = "Origins browsers may use the service from: the API's CORS_ALLOW_ORIGINS (joined with commas) and the bucket's CORS rule (POST direct uploads, GET images). \"*\" allows any origin; empty (the default): same origin only, and no bucket CORS rule."
+  description = "Origins browsers may use the service from: the API's CORS_ALLOW_ORIGINS (joined with commas) and the bucket's CORS rule (POST direct uploads, GET images). \"*\" allows any origin; empty (the default): same origin only, and no bucket CORS rule. API Gateway's own answers (authorizer 401/403, throttling 429, default 4XX/5XX) allow \"*\" when listed, else the first origin listed (they cannot choose per request): list first the origin whose pages must read them."
   type        = list(string)
   default     = []
 

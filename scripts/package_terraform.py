@@ -23,7 +23,14 @@ choose the API's authorizer:
    a Cognito user pool authorizer for ``${var.cognito_user_pool_arn}``). The REST API
    gets ``local.chalice_api_swaggers[var.auth_mode]``, so the one Terraform variable that
    sets the functions' ``AUTH_MODE`` also picks what API Gateway enforces. Every body
-   answers API Gateway's own 401 and 429 in Chalice's error shape (gateway responses).
+   carries API Gateway's own answers (:data:`GATEWAY_RESPONSES`: 401 and 403 from the
+   authorizer and 429 in Chalice's error shape, and the default 4XX and 5XX) with CORS
+   headers from ``${var.cors_allow_origins}`` (:data:`GATEWAY_CORS_ORIGIN`), merged in by
+   Terraform. They are in the body, not ``aws_api_gateway_gateway_response`` resources:
+   a body import (``PutRestApi`` in overwrite mode, on every change of the app) resets
+   gateway responses the body does not hold, and the deployment is redeployed exactly
+   when the body changes (its ``triggers``), so they can never be missing or stale. The
+   module's ``GatewayResponses`` output shows them as API Gateway gets them.
 5. S3 notifications (``@app.on_s3_event``): Chalice names the bucket it read at import
    (``chalicelib.storage.upload_bucket_name()``: a placeholder, or the stage's
    ``BUCKET_NAME`` text) and keys the ``aws_s3_bucket_notification`` by that name, which
@@ -82,6 +89,18 @@ GATEWAY_RESPONSES: dict[str, Any] = {
             )
         },
     },
+    "ACCESS_DENIED": {
+        "statusCode": 403,
+        "responseParameters": dict(_NOSNIFF),
+        "responseTemplates": {
+            "application/json": json.dumps(
+                {
+                    "Code": "ForbiddenError",
+                    "Message": "Authorization: the token does not allow this request",
+                }
+            )
+        },
+    },
     "THROTTLED": {
         "statusCode": 429,
         "responseParameters": dict(_NOSNIFF),
@@ -91,7 +110,45 @@ GATEWAY_RESPONSES: dict[str, Any] = {
             )
         },
     },
+    # Every other answer of the gateway's own (unknown route, body too large, integration
+    # timeout, ...): its status and message as API Gateway writes them, with the headers.
+    "DEFAULT_4XX": {"responseParameters": dict(_NOSNIFF)},
+    "DEFAULT_5XX": {"responseParameters": dict(_NOSNIFF)},
 }
+#: The module input that lists the allowed origins (comma-separated).
+CORS_VARIABLE = "cors_allow_origins"
+#: The ``Access-Control-Allow-Origin`` of the gateway's own answers, a Terraform
+#: expression over the module's ``cors_allow_origins`` (comma-separated, as the functions'
+#: ``CORS_ALLOW_ORIGINS``): ``*`` when listed; else the first origin listed (a gateway
+#: response cannot choose among several per request, and echoing the request's
+#: ``Origin`` would allow every origin); empty (no origins): no CORS headers at all.
+GATEWAY_CORS_ORIGIN = (
+    '${contains(split(",", var.cors_allow_origins), "*") ? "*" '
+    ': split(",", var.cors_allow_origins)[0]}'
+)
+#: The CORS headers of every gateway response, as the app sends them
+#: (``chalicelib.cors``): ``Vary: Origin`` unless any origin is allowed.
+GATEWAY_CORS_HEADERS = (
+    "${{for name, value in {"
+    '"gatewayresponse.header.Access-Control-Allow-Origin" = '
+    "format(\"'%s'\", local.chalice_gateway_cors_origin), "
+    '"gatewayresponse.header.Vary" = "\'Origin\'"'
+    '} : name => value if local.chalice_gateway_cors_origin != "" '
+    '&& (local.chalice_gateway_cors_origin != "*" || name != "gatewayresponse.header.Vary")}}'
+)
+#: The gateway responses as API Gateway gets them: :data:`GATEWAY_RESPONSES`, each with
+#: :data:`GATEWAY_CORS_HEADERS` merged into its response parameters (also the module's
+#: ``GatewayResponses`` output).
+GATEWAY_RESPONSES_WITH_CORS = (
+    "${{for type, response in jsondecode(local.chalice_gateway_responses) : type => merge("
+    "response, {responseParameters = merge("
+    "response.responseParameters, local.chalice_gateway_cors_headers)})}}"
+)
+#: The REST API's body: the Swagger of ``var.auth_mode`` plus the gateway responses.
+API_SWAGGER = (
+    "${jsonencode(merge(jsondecode(local.chalice_api_swaggers[var.auth_mode]), "
+    '{"x-amazon-apigateway-gateway-responses" = local.chalice_gateway_answers}))}'
+)
 _VARIABLE_REFERENCE = re.compile(r"\$\{var\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _FUNCTION_REFERENCE = re.compile(r"^\$\{aws_lambda_function\.([A-Za-z0-9_-]+)\.arn\}$")
 _RULE_REFERENCE = re.compile(r"^\$\{aws_cloudwatch_event_rule\.([A-Za-z0-9_-]+)\.name\}$")
@@ -228,12 +285,20 @@ def _swagger_by_auth_mode(template: dict[str, Any]) -> None:
             ),
         ),
     }
-    for variant in variants.values():
-        variant["x-amazon-apigateway-gateway-responses"] = GATEWAY_RESPONSES
     local_values["chalice_api_swaggers"] = {
         mode: json.dumps(variant) for mode, variant in variants.items()
     }
-    local_values["chalice_api_swagger"] = "${local.chalice_api_swaggers[var.auth_mode]}"
+    # The origins the gateway's answers allow: the module's input even when the app's
+    # config does not name it.
+    template.setdefault("variable", {}).setdefault(CORS_VARIABLE, {"type": "string"})
+    local_values["chalice_gateway_responses"] = json.dumps(GATEWAY_RESPONSES)
+    local_values["chalice_gateway_cors_origin"] = GATEWAY_CORS_ORIGIN
+    local_values["chalice_gateway_cors_headers"] = GATEWAY_CORS_HEADERS
+    local_values["chalice_gateway_answers"] = GATEWAY_RESPONSES_WITH_CORS
+    local_values["chalice_api_swagger"] = API_SWAGGER
+    template.setdefault("output", {})["GatewayResponses"] = {
+        "value": "${local.chalice_gateway_answers}"
+    }
 
 
 def _with_authorizer(

@@ -46,6 +46,7 @@ from chalicelib.auth import issue_token
 from chalicelib.config import JwtSettings
 from chalicelib.schema import TTL_ATTRIBUTE, table_definition
 from chalicelib.storage import KEY_PREFIX, RENDITION_PREFIX, UPLOAD_PREFIX
+from scripts.package_terraform import API_SWAGGER, GATEWAY_RESPONSES
 from tests.deploy.conftest import (
     CORS_ORIGINS,
     INFRA,
@@ -196,9 +197,7 @@ def test_full_configuration_plans(plan: dict[str, Any]) -> None:
 def _swagger_security(packaged_infra: Path) -> dict[str, dict[str, Any]]:
     """``{mode: {"METHOD /path": security}}`` of the Swagger bodies the module chooses from."""
     template = json.loads((packaged_infra / "chalice" / "chalice.tf.json").read_text())
-    assert template["locals"]["chalice_api_swagger"] == (
-        "${local.chalice_api_swaggers[var.auth_mode]}"
-    )
+    assert template["locals"]["chalice_api_swagger"] == API_SWAGGER
     result = {}
     for mode, body in template["locals"]["chalice_api_swaggers"].items():
         swagger = json.loads(body)
@@ -226,6 +225,48 @@ def test_the_packaged_api_secures_exactly_the_images_and_uploads_routes(
             assert requirement == ([{authorizer: []}] if protected else None), (mode, operation)
         assert any(operation.endswith(" /health") for operation in security[mode])
         assert "POST /uploads" in security[mode]
+
+
+def test_the_gateways_own_answers_carry_the_cors_headers(terraform: Terraform) -> None:
+    """API Gateway's own 401/403/429 and default 4XX/5XX answers, as the deployed body
+    gives them (moto's API Gateway refuses the body, so Terraform evaluates it, with the
+    deploy's ``cors_allow_origins``): the first listed origin, ``Vary: Origin``, and the
+    response types and bodies of ``GATEWAY_RESPONSES``. They are in the REST API's body,
+    which the deployment's trigger hashes: a change redeploys the stage."""
+    result = subprocess.run(
+        [terraform.terraform, "console", "-no-color"],
+        input="jsonencode(module.api.GatewayResponses)",
+        cwd=terraform.workdir,
+        env=terraform.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(json.loads(result.stdout))
+
+    assert (
+        set(answers)
+        == set(GATEWAY_RESPONSES)
+        >= {
+            "UNAUTHORIZED",
+            "ACCESS_DENIED",
+            "THROTTLED",
+            "DEFAULT_4XX",
+            "DEFAULT_5XX",
+        }
+    )
+    for name, answer in answers.items():
+        assert answer["responseParameters"] == {
+            **GATEWAY_RESPONSES[name]["responseParameters"],
+            "gatewayresponse.header.Access-Control-Allow-Origin": f"'{CORS_ORIGINS[0]}'",
+            "gatewayresponse.header.Vary": "'Origin'",
+        }, name
+    template = json.loads((terraform.workdir / "chalice" / "chalice.tf.json").read_text())
+    deployment = template["resource"]["aws_api_gateway_deployment"]["rest_api"]
+    assert deployment["triggers"] == {"redeployment": "${md5(local.chalice_api_swagger)}"}
+    assert "local.chalice_gateway_answers" in template["locals"]["chalice_api_swagger"]
 
 
 @pytest.mark.parametrize(

@@ -309,7 +309,7 @@ REFUSED: list[Any] = [
     ("limit-101", get("/images?limit=101"),
      400, "limit: must be an integer from 1 to 100, got 101"),
     ("limit-minus-1", get("/images?limit=-1"),
-     400, "limit: must be an integer from 1 to 100, got -1"),
+     400, "limit: must be an integer from 1 to 100 in ASCII digits (no sign"),
     ("limit-abc", get("/images?limit=abc"),
      400, "limit: must be an integer from 1 to 100"),
     ("tampered-next_token", get("/images?user_id=alice&limit=1&next_token={tampered_token}"),

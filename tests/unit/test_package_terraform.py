@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from scripts.package_terraform import (
+    API_SWAGGER,
     COGNITO_USER_POOL_ARN,
     GATEWAY_RESPONSES,
     REQUIRED_AWS_PROVIDER,
@@ -261,14 +262,14 @@ def test_without_auth_mode_the_swagger_is_left_alone(generated: dict[str, Any]) 
 def test_the_api_takes_the_swagger_of_var_auth_mode(generated_with_auth: dict[str, Any]) -> None:
     result = make_compatible(generated_with_auth)
 
-    assert result["locals"]["chalice_api_swagger"] == "${local.chalice_api_swaggers[var.auth_mode]}"
+    assert result["locals"]["chalice_api_swagger"] == API_SWAGGER
     rest_api = result["resource"]["aws_api_gateway_rest_api"]["rest_api"]
     assert rest_api["body"] == "${local.chalice_api_swagger}"
     assert set(_swaggers(result)) == {"none", "jwt", "cognito"}
     # The same variable is the functions' AUTH_MODE, and now a module input.
     for function in result["resource"]["aws_lambda_function"].values():
         assert function["environment"]["variables"]["AUTH_MODE"] == "${var.auth_mode}"
-    assert {"auth_mode", "cognito_user_pool_arn"} <= set(result["variable"])
+    assert {"auth_mode", "cognito_user_pool_arn", "cors_allow_origins"} <= set(result["variable"])
 
 
 def test_the_three_swaggers_differ_only_in_the_authorizer(
@@ -278,10 +279,8 @@ def test_the_three_swaggers_differ_only_in_the_authorizer(
     swaggers = _swaggers(make_compatible(generated_with_auth))
     jwt_swagger, none, cognito = swaggers["jwt"], swaggers["none"], swaggers["cognito"]
 
-    assert jwt_swagger == {
-        **chalice_swagger,
-        "x-amazon-apigateway-gateway-responses": GATEWAY_RESPONSES,
-    }
+    # The gateway responses are merged in by Terraform (see the CORS tests below).
+    assert jwt_swagger == chalice_swagger
     assert jwt_swagger["securityDefinitions"]["jwt_auth"]["x-amazon-apigateway-authorizer"] == {
         "type": "token",
         "authorizerUri": "${aws_lambda_function.jwt_auth.invoke_arn}",
@@ -317,6 +316,7 @@ def test_the_three_swaggers_differ_only_in_the_authorizer(
 def test_gateway_errors_have_chalice_error_shape() -> None:
     for name, status, code in [
         ("UNAUTHORIZED", 401, "UnauthorizedError"),
+        ("ACCESS_DENIED", 403, "ForbiddenError"),
         ("THROTTLED", 429, "TooManyRequestsError"),
     ]:
         response = GATEWAY_RESPONSES[name]
@@ -326,6 +326,102 @@ def test_gateway_errors_have_chalice_error_shape() -> None:
         # As every answer of the app (issue 9).
         headers = response["responseParameters"]
         assert headers["gatewayresponse.header.X-Content-Type-Options"] == "'nosniff'"
+
+
+#: The gateway responses every body carries: the authorizer's 401 and 403, throttling's
+#: 429, and every other answer of the gateway's own.
+GATEWAY_RESPONSE_TYPES = {
+    "UNAUTHORIZED",
+    "ACCESS_DENIED",
+    "THROTTLED",
+    "DEFAULT_4XX",
+    "DEFAULT_5XX",
+}
+ALLOW_ORIGIN = "gatewayresponse.header.Access-Control-Allow-Origin"
+VARY = "gatewayresponse.header.Vary"
+
+
+def _api_body(template: dict[str, Any], tmp_path: Path, cors_allow_origins: str) -> Any:
+    """The REST API body the packaged module gives API Gateway, as Terraform evaluates it
+    for ``cors_allow_origins`` (``terraform console``; the Swagger variants are stubbed:
+    they reference the module's resources, which a console without state cannot read)."""
+    terraform = shutil.which("terraform")
+    if terraform is None:
+        pytest.skip("terraform is not on PATH (Terraform >= 1.5 evaluates the module's locals)")
+    local_values = dict(template["locals"])
+    local_values["chalice_api_swaggers"] = {
+        mode: json.dumps({"swagger": "2.0", "info": {"title": mode}})
+        for mode in ("none", "jwt", "cognito")
+    }
+    workdir = tmp_path / f"console-{len(list(tmp_path.iterdir()))}"
+    workdir.mkdir()
+    (workdir / "main.tf.json").write_text(
+        json.dumps(
+            {
+                "variable": {
+                    name: template["variable"][name] for name in ("auth_mode", "cors_allow_origins")
+                },
+                "locals": local_values,
+            }
+        )
+    )
+    result = subprocess.run(
+        [
+            terraform,
+            "console",
+            "-var",
+            "auth_mode=jwt",
+            "-var",
+            f"cors_allow_origins={cors_allow_origins}",
+        ],
+        input="local.chalice_api_swagger",
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TF_CLI_CONFIG_FILE": os.devnull},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(json.loads(result.stdout))
+
+
+@pytest.mark.parametrize(
+    ("cors_allow_origins", "expected"),
+    [
+        # Same origin only: no CORS header, as the app sends none.
+        ("", {}),
+        ("*", {ALLOW_ORIGIN: "'*'"}),
+        ("https://app.example.com", {ALLOW_ORIGIN: "'https://app.example.com'", VARY: "'Origin'"}),
+        # Several: the first listed (a gateway response cannot choose per request).
+        (
+            "https://app.example.com,http://localhost:8000",
+            {ALLOW_ORIGIN: "'https://app.example.com'", VARY: "'Origin'"},
+        ),
+        ("https://app.example.com,*", {ALLOW_ORIGIN: "'*'"}),
+    ],
+    ids=["none", "any", "one", "several", "several-with-any"],
+)
+def test_gateway_responses_carry_the_cors_headers_of_cors_allow_origins(
+    generated_with_auth: dict[str, Any],
+    tmp_path: Path,
+    cors_allow_origins: str,
+    expected: dict[str, str],
+) -> None:
+    body = _api_body(make_compatible(generated_with_auth), tmp_path, cors_allow_origins)
+
+    assert body["info"] == {"title": "jwt"}  # the Swagger of var.auth_mode
+    responses = body["x-amazon-apigateway-gateway-responses"]
+    assert set(responses) == GATEWAY_RESPONSE_TYPES
+    for name, response in responses.items():
+        headers = response["responseParameters"]
+        cors = {key: value for key, value in headers.items() if key in (ALLOW_ORIGIN, VARY)}
+        assert cors == expected, name
+        # Everything else as GATEWAY_RESPONSES says.
+        assert {
+            **response,
+            "responseParameters": {k: v for k, v in headers.items() if k not in cors},
+        } == GATEWAY_RESPONSES[name]
 
 
 def test_auth_step_is_idempotent(generated_with_auth: dict[str, Any]) -> None:

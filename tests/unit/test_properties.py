@@ -40,6 +40,7 @@ from chalicelib.storage import attachment_disposition
 from chalicelib.validation import (
     ListQuery,
     check_declared_type,
+    fold_text,
     format_timestamp,
     normalize_tags,
     parse_list_query,
@@ -296,7 +297,16 @@ def test_sanitized_filename_is_safe_and_its_disposition_cannot_be_injected(raw, 
 
 USERS = ["alice", "bob", "carol"]
 TAGS = ["cat", "dog", "sun", "sea"]
-TITLES = ["Sunset", "sunrise at sea", "Cat nap", "", "BEACH day"]
+TITLES = [
+    "Sunset",
+    "sunrise at sea",
+    "Cat nap",
+    "",
+    "BEACH day",
+    "Größe",
+    "İstanbul",
+    "\uff33\uff55\uff4e",
+]
 START = datetime(2026, 8, 30, tzinfo=UTC)
 SPAN_MS = 100 * 24 * 3600 * 1000  # ~3 months: August to December
 #: Month edges, where a listing moves from one feed partition to the next.
@@ -360,7 +370,9 @@ def list_filters(draw: st.DrawFn, records: list[ImageRecord]) -> dict[str, list[
         if side in ("date_to", "both"):
             params["date_to"] = [bounds[-1]]
     if draw(sometimes):
-        params["title"] = [draw(st.sampled_from(["sun", "SUN", "cat", "a", "zzz"]))]
+        params["title"] = [
+            draw(st.sampled_from(["sun", "SUN", "cat", "a", "zzz", "GRÖSSE", "istanbul"]))
+        ]
     return params
 
 
@@ -373,7 +385,7 @@ def brute_force(records: list[ImageRecord], query: ListQuery) -> list[str]:
             and all(tag in record.tags for tag in query.tags)
             and (query.created_from is None or record.created_at >= query.created_from)
             and (query.created_to is None or record.created_at <= query.created_to)
-            and (query.title is None or query.title in record.title.lower())
+            and (query.title is None or query.title in fold_text(record.title))
         )
 
     newest_first = sorted(filter(matches, records), key=lambda r: r.sort_key, reverse=True)
