@@ -8,7 +8,9 @@ Pillow's image (:data:`DECODER_BYTES`: libjpeg's coefficients of a progressive J
 full size, the previous frame and disposal buffer of an animation, libwebp's canvases,
 libheif's planes). Frames of an animation are decoded one after the other: they count
 once in memory, and all together in ``max_decoded_pixels`` (work). The numbers were
-measured (peak RSS of a child process, ``tests/unit/test_decode_memory.py``).
+measured (peak RSS of a child process, ``tests/unit/test_decode_memory.py``): e.g. an
+RGBA PNG counts 8 bytes per pixel (its image and Pillow's premultiplied copy for
+resampling), 16-bit grey 2, LA 8, a palette with transparency 9, a lossless WebP 16.
 """
 
 from __future__ import annotations
@@ -34,18 +36,22 @@ BYTES_PER_PIXEL: dict[str, int] = {
 #: Full-size conversions before and while resizing, bytes per pixel: 1-bit -> L, palette
 #: -> RGB(A) (then premultiplied, PA), and Pillow's premultiplied copy of LA and RGBA.
 CONVERSION_BYTES: dict[str, int] = {"1": 1, "P": 4, "PA": 8, "LA": 4, "RGBA": 4}
-#: Decoder state per canvas pixel, besides Pillow's image, by content type.
+#: Decoder state per canvas pixel, besides Pillow's image, by content type: libwebp's
+#: two RGBA canvases (its animation decoder reads stills too); libheif's planes and
+#: pillow-heif's interleaved copy.
 DECODER_BYTES: dict[str, int] = {
     "image/jpeg": 0,  # + progressive coefficients, see held_bytes
     "image/png": 0,
-    "image/gif": 12,  # RGB(A) canvas after the first frame, previous frame, disposal
-    "image/webp": 8,  # libwebp's animation decoder: two RGBA canvases
-    "image/heic": 4,  # libheif's planes, then pillow-heif's interleaved copy
-    "image/heif": 4,
-    "image/avif": 4,
+    "image/gif": 0,
+    "image/webp": 8,
+    "image/heic": 6,
+    "image/heif": 6,
+    "image/avif": 6,
 }
-#: An animated PNG keeps the previous frame and a disposal copy, RGBA.
-APNG_BYTES = 8
+#: An animation's frames after the first, per canvas pixel: GIF and APNG keep the canvas
+#: in RGB(A), the previous frame and a disposal copy; WebP copies each frame out of
+#: libwebp's canvas.
+ANIMATION_BYTES: dict[str, int] = {"image/gif": 8, "image/png": 8, "image/webp": 4}
 #: libjpeg's coefficient buffer of a progressive JPEG, bytes per sample per component.
 PROGRESSIVE_BYTES = 2
 
@@ -71,8 +77,8 @@ def held_bytes(header: Header, content_type: str, draft: tuple[int, int] | None)
     per_pixel += CONVERSION_BYTES.get(header.mode, 0)
     if header.converts_to_rgba:  # palette with transparency: RGBA, then premultiplied
         per_pixel += 4
-    if content_type == "image/png" and header.frames > 1:
-        per_pixel += APNG_BYTES
+    if header.frames > 1:
+        per_pixel += ANIMATION_BYTES.get(content_type, 0)
     held = pixels * per_pixel
     if header.progressive:
         held += full * header.components * PROGRESSIVE_BYTES
