@@ -110,10 +110,10 @@ def _clean_value(value: Any) -> Any:
         if len(text) <= MAX_TEXT and text.isprintable() and text.isascii():
             return text
         return None
-    if isinstance(value, tuple) and 0 < len(value) <= MAX_NUMBERS:
-        if all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
-            return value
-    return None
+    if not isinstance(value, tuple) or not 0 < len(value) <= MAX_NUMBERS:
+        return None
+    numeric = all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
+    return value if numeric else None
 
 
 def clean_exif(payload: bytes) -> bytes | None:

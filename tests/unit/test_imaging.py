@@ -320,6 +320,28 @@ def test_bombs_peak_memory_stays_far_under_max_decode_bytes() -> None:
         assert figures["traced"] < budget, (name, figures)
 
 
+def test_an_animation_counts_its_frames_in_work_not_in_memory() -> None:
+    """The 4000x4000 canvas of 10 frames holds one canvas at a time: within
+    ``MAX_DECODE_BYTES``; its 160 M pixels of work are over a smaller
+    ``MAX_DECODED_PIXELS``."""
+    data = read("bomb-decode-bytes.gif")
+    assert probe(data, DEFAULT).frames == 10
+    work = ImageLimits(50 * MIB, 50_000_000, 256 * MIB, 300, (16,), max_decoded_pixels=10**8)
+    with pytest.raises(PayloadTooLargeError, match="160000000 pixels to decode"):
+        probe(data, work)
+
+
+def test_an_ordinary_animated_gif_is_accepted_under_the_defaults() -> None:
+    """80 frames of 800x600, a three-second clip."""
+    frames = [Image.new("P", (800, 600), index % 16) for index in range(80)]
+    for frame in frames:
+        frame.putpalette([channel for i in range(16) for channel in (i * 16, 255 - i * 16, 90)])
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=40)
+    result = process(buffer.getvalue(), DEFAULT)
+    assert (result.info.width, result.info.height, result.info.frames) == (800, 600, 80)
+
+
 def test_frames_within_the_limit_are_accepted_and_counted() -> None:
     limits = ImageLimits(50 * MIB, 50_000_000, 256 * MIB, 8, (16,))
     assert process(read("animated.gif"), limits).info.frames == 8

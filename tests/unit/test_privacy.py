@@ -109,14 +109,21 @@ def _with_thumbnail(exif: bytes, thumbnail: bytes) -> bytes:
 
 def xmp(mark: str, style: str) -> bytes:
     """An XMP packet with ``mark`` as a location, in one of several ways of writing it."""
-    head = b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    head = (
+        b'<?xpacket begin="\xef\xbb\xbf" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+        b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    )
     tail = b'</rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
     if style == "default-namespace":
         body = f'<rdf:Description rdf:about=""><GPSLatitude xmlns="http://ns.adobe.com/exif/1.0/">{mark}</GPSLatitude></rdf:Description>'
     elif style == "shotlocation":
         body = f'<rdf:Description rdf:about="" xmlns:xmpDM="http://ns.adobe.com/xmp/1.0/DynamicMedia/"><xmpDM:shotLocation>{mark}</xmpDM:shotLocation></rdf:Description>'
     else:
-        body = f'<rdf:Description rdf:about="" xmlns:exif="http://ns.adobe.com/exif/1.0/" exif:GPSLatitude="{mark}"/>'
+        body = (
+            '<rdf:Description rdf:about="" xmlns:exif="http://ns.adobe.com/exif/1.0/" '
+            f'exif:GPSLatitude="{mark}"/>'
+        )
     packet = head + body.encode() + tail
     if style == "utf16":
         return packet.decode().encode("utf-16")
@@ -441,11 +448,12 @@ def test_markers_are_planted_where_a_reader_finds_them() -> None:
         mark = marker()
         data = FORMAT_CASES[fmt]()[case](mark)
         if (fmt, case) == ("jpeg", "xmp-extended"):
-            assert mark[: len(mark) // 2].encode() in data and mark[len(mark) // 2 :].encode() in data
+            half = len(mark) // 2
+            assert mark[:half].encode() in data and mark[half:].encode() in data
         elif (fmt, case) in hidden:
             assert not leaked(data, mark)
             image = decoded(data)
-            assert mark in str(image.info) or fmt == "png" and case == "itxt-damaged-zlib"
+            assert mark in str(image.info) or (fmt == "png" and case == "itxt-damaged-zlib")
         else:
             assert leaked(data, mark), (fmt, case)
 
