@@ -51,8 +51,9 @@ MAX_TEXT = 64
 #: Most numbers in a kept tuple value (ISOSpeedRatings may hold a few).
 MAX_NUMBERS = 4
 
-#: JPEG: markers kept as they are (SOFn, DHT, DAC, DQT, DRI, SOS + its scan, EOI), and
-#: APPn segments kept when their payload starts with the given identifier.
+#: JPEG: markers kept as they are (SOFn, DHT, DAC, DQT, DRI, SOS with its entropy-coded
+#: scan, EOI; between progressive scans too), and APPn segments kept when their payload
+#: starts with the given identifier (every ICC_PROFILE chunk).
 JPEG_MARKERS: dict[int, str] = {
     **{m: f"SOF{m - 0xC0}" for m in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7)},
     **{m: f"SOF{m - 0xC0}" for m in (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)},
@@ -60,13 +61,13 @@ JPEG_MARKERS: dict[int, str] = {
     0xCC: "DAC",
     0xDB: "DQT",
     0xDD: "DRI",
-    0xDA: "SOS (+ entropy-coded scan)",
+    0xDA: "SOS",
     0xD9: "EOI",
 }
 JPEG_APP: dict[tuple[int, bytes], str] = {
     (0xE0, b"JFIF\x00"): "APP0 JFIF",
-    (0xE2, b"ICC_PROFILE\x00"): "APP2 ICC_PROFILE (every chunk)",
-    (0xEE, b"Adobe"): "APP14 Adobe (colour transform)",
+    (0xE2, b"ICC_PROFILE\x00"): "APP2 ICC_PROFILE",
+    (0xEE, b"Adobe"): "APP14 Adobe",
 }
 #: The APP1 EXIF segment, re-serialised from the EXIF allowlist.
 JPEG_EXIF = (0xE1, b"Exif\x00\x00")
