@@ -98,6 +98,19 @@ HEIF_IMAGE_ITEMS: frozenset[bytes] = frozenset(
     {b"hvc1", b"av01", b"grid", b"iden", b"iovl", b"jpeg", b"vvc1", b"avc1", b"tmap"}
 )
 HEIF_BOXES: frozenset[bytes] = frozenset({b"ftyp", b"meta", b"mdat"})
+#: Boxes inside ``meta`` kept (other ones are zeroed; names in ``hdlr`` and ``infe`` are
+#: overwritten with spaces).
+HEIF_META_BOXES: frozenset[bytes] = frozenset(
+    {b"hdlr", b"pitm", b"iloc", b"iinf", b"iprp", b"iref", b"idat", b"dinf"}
+)
+#: Item properties kept (``ipco``): coding configurations, size, colour (ICC included),
+#: transformations, auxiliary and layer information; other properties (user
+#: descriptions, unknown ones) are zeroed.
+HEIF_PROPERTIES: frozenset[bytes] = frozenset(
+    {b"hvcC", b"av1C", b"avcC", b"vvcC", b"jpgC", b"ispe", b"pixi", b"colr", b"irot"}
+    | {b"imir", b"clap", b"pasp", b"auxC", b"rloc", b"lsel", b"a1op", b"a1lx", b"clli"}
+    | {b"mdcv", b"cclv", b"amve"}
+)
 
 
 def _clean_value(value: Any) -> Any:

@@ -4,9 +4,10 @@ file stays right and the coded images are untouched (decoded pixels identical).
 The ``meta`` box is read for its items (``iinf``: types; ``iloc``: where their bytes
 are, in the file or in ``idat``). Coded-image items (:data:`~.allowlist.HEIF_IMAGE_ITEMS`)
 stay; the ``Exif`` item is overwritten with the allowlisted EXIF, zero-padded to its old
-length; every other item (XMP, ``uri``, unknown) is overwritten with zeros; top-level
-boxes other than ``ftyp``/``meta``/``mdat`` keep their header and lose their content
-(zeros); bytes after the last box are dropped.
+length; every other item (XMP, ``uri``, unknown) is overwritten with zeros; item names,
+MIME types and the handler's name become spaces; ``meta`` children and item properties
+off the allowlist, and top-level boxes other than ``ftyp``/``meta``/``mdat``, keep their
+header and lose their content (zeros); bytes after the last box are dropped.
 
 Re-encoding (quality 90, ICC and allowlisted EXIF kept, no XMP) is the one case where
 pixels change, and only when a lossless rewrite is impossible: the ``Exif`` item is
@@ -128,6 +129,8 @@ def rewrite(data: bytes) -> bytes:
     for box in boxes(data, 0, len(buffer)):
         if box.kind not in allowlist.HEIF_BOXES:
             buffer[box.body : box.end] = bytes(box.end - box.body)
+        elif box.kind == b"meta":
+            _clean_meta(data, buffer, box.body + 4, box.end)
     found = items(data)
     if found is None:
         return bytes(buffer)
@@ -138,6 +141,36 @@ def rewrite(data: bytes) -> bytes:
         for offset, length in item.extents:
             buffer[offset : offset + length] = replacement or bytes(length)
     return bytes(buffer)
+
+
+def _clean_meta(data: bytes, buffer: bytearray, start: int, end: int) -> None:
+    """Zero the ``meta`` children and item properties off the allowlist, and overwrite
+    the ``hdlr`` name and every ``infe`` string (names, MIME types) with spaces."""
+    for box in boxes(data, start, end):
+        if box.kind not in allowlist.HEIF_META_BOXES:
+            buffer[box.body : box.end] = bytes(box.end - box.body)
+        elif box.kind == b"hdlr":
+            _spaces(buffer, box.body + 24, box.end)
+        elif box.kind == b"iinf" and box.body < end:
+            first = box.body + 4 + (2 if data[box.body] == 0 else 4)
+            for entry in boxes(data, first, box.end):
+                if entry.kind == b"infe" and data[entry.body] >= 2:
+                    id_size = 2 if data[entry.body] == 2 else 4
+                    _spaces(buffer, entry.body + 4 + id_size + 2 + 4, entry.end)
+        elif box.kind == b"iprp":
+            for ipco in boxes(data, box.body, box.end):
+                if ipco.kind != b"ipco":
+                    continue
+                for prop in boxes(data, ipco.body, ipco.end):
+                    if prop.kind not in allowlist.HEIF_PROPERTIES:
+                        buffer[prop.body : prop.end] = bytes(prop.end - prop.body)
+
+
+def _spaces(buffer: bytearray, start: int, end: int) -> None:
+    """Every non-NUL byte of ``buffer[start:end]`` becomes a space (same length, so the
+    strings' terminators stay where they were)."""
+    chunk = bytes(buffer[start:end])
+    buffer[start:end] = bytes(0x20 if byte else 0 for byte in chunk)
 
 
 def _boxes_end(data: bytes) -> int:

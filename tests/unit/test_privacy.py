@@ -395,6 +395,9 @@ def heif_cases(fmt: str) -> dict[str, Callable[[str], bytes]]:
         **{f"exif-{w}": (lambda m, w=w: _heif(fmt, camera_exif(m, w))) for w in places},
         **{f"xmp-{s}": (lambda m, s=s: _heif(fmt, camera_exif(), xmp(m, s))) for s in XMP_STYLES},
         "after-last-box": lambda m: base + m.encode(),
+        "item-mime-type": lambda m: _heif(fmt, camera_exif(), xmp("x", "plain")).replace(
+            b"application/rdf+xml", m.encode().ljust(19, b"x"), 1
+        ),
         "unknown-box": lambda m: base + struct.pack(">I", 8 + len(m)) + b"uuid" + m.encode(),
         "free-box": lambda m: base + struct.pack(">I", 8 + len(m)) + b"free" + m.encode(),
     }
