@@ -69,6 +69,9 @@ JPEG_APP: dict[tuple[int, bytes], str] = {
     (0xE2, b"ICC_PROFILE\x00"): "APP2 ICC_PROFILE",
     (0xEE, b"Adobe"): "APP14 Adobe",
 }
+#: APPn payloads kept only up to their fixed fields (JFIF: version, density, and a 0x0
+#: thumbnail; Adobe: version, flags, colour transform), bytes.
+JPEG_APP_FIXED: dict[int, int] = {0xE0: 14, 0xEE: 12}
 #: The APP1 EXIF segment, re-serialised from the EXIF allowlist.
 JPEG_EXIF = (0xE1, b"Exif\x00\x00")
 
@@ -78,6 +81,12 @@ PNG_CHUNKS: frozenset[bytes] = frozenset(
     | {b"acTL", b"fcTL", b"fdAT", b"IDAT", b"IEND"}
 )
 PNG_EXIF = b"eXIf"
+#: PNG chunks of a fixed size: a longer body is cut to it (the CRC recomputed).
+PNG_FIXED: dict[bytes, int] = {
+    b"IHDR": 13, b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"acTL": 8, b"fcTL": 26,
+}  # fmt: skip
+#: The keyword an ``iCCP`` chunk is given (its own name could be any text).
+PNG_ICC_NAME = b"ICC profile"
 
 #: WebP chunks kept (``EXIF`` is re-serialised; inside ``ANMF`` only ALPH/VP8/VP8L stay).
 WEBP_CHUNKS: frozenset[bytes] = frozenset(

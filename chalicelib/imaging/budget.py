@@ -52,7 +52,8 @@ DECODER_BYTES: dict[str, int] = {
 #: in RGB(A), the previous frame and a disposal copy; WebP copies each frame out of
 #: libwebp's canvas.
 ANIMATION_BYTES: dict[str, int] = {"image/gif": 8, "image/png": 8, "image/webp": 4}
-#: libjpeg's coefficient buffer of a progressive JPEG, bytes per sample per component.
+#: libjpeg's coefficient buffer of a progressive JPEG, bytes per sample (all components'
+#: samples at their own resolution, :attr:`~.header.Header.samples` per pixel).
 PROGRESSIVE_BYTES = 2
 
 
@@ -81,7 +82,7 @@ def held_bytes(header: Header, content_type: str, draft: tuple[int, int] | None)
         per_pixel += ANIMATION_BYTES.get(content_type, 0)
     held = pixels * per_pixel
     if header.progressive:
-        held += full * header.components * PROGRESSIVE_BYTES
+        held += int(full * header.samples * PROGRESSIVE_BYTES)
     return held
 
 

@@ -42,7 +42,8 @@ class Header:
             ``RGBA``, ``CMYK``, ``I;16``, ...).
         converts_to_rgba: a palette with transparency (renditions convert it to RGBA).
         progressive: a progressive JPEG (libjpeg holds every coefficient).
-        components: colour components of a JPEG (1, 3 or 4).
+        samples: a JPEG's samples per pixel over its components, from their sampling
+            factors (3 for 4:4:4 colour, 1.5 for 4:2:0, 1 for grey, 4 for CMYK).
     """
 
     width: int
@@ -52,7 +53,7 @@ class Header:
     mode: str = "RGB"
     converts_to_rgba: bool = False
     progressive: bool = False
-    components: int = 3
+    samples: float = 3.0
 
 
 def read_header(data: bytes, content_type: str) -> Header:
@@ -80,15 +81,20 @@ def _jpeg(data: bytes) -> Header:
         elif segment.marker in _SOF:
             _, height, width, components = struct.unpack_from(">BHHB", data, segment.payload)
             mode = {1: "L", 3: "RGB", 4: "CMYK"}.get(components)
-            if mode is None:
+            factors = data[segment.payload + 6 : segment.payload + 6 + 3 * components]
+            if mode is None or len(factors) < 3 * components:
                 raise ValueError("unsupported JPEG components")
+            sampling = [
+                (factors[3 * i + 1] >> 4, factors[3 * i + 1] & 15) for i in range(components)
+            ]
+            largest = max(h for h, _ in sampling) * max(v for _, v in sampling)
             return Header(
                 width,
                 height,
                 orientation=orientation,
                 mode=mode,
                 progressive=segment.marker in _PROGRESSIVE,
-                components=components,
+                samples=sum(h * v for h, v in sampling) / max(largest, 1),
             )
         elif segment.marker == SOS:
             break

@@ -44,9 +44,10 @@ def rebuild(data: bytes, content_type: str) -> bytes:
 
 
 def rebuild_jpeg(data: bytes) -> bytes:
-    """SOI, APP0 JFIF, a re-serialised APP1 EXIF (first one only), APP2 ICC_PROFILE,
-    APP14 Adobe, the tables, frame headers and every scan (with the tables between
-    progressive scans), EOI; nothing after EOI."""
+    """SOI, APP0 JFIF (its fixed fields, no thumbnail), a re-serialised APP1 EXIF (first
+    one only), APP2 ICC_PROFILE, APP14 Adobe (its fixed fields), the tables, frame
+    headers and every scan (with the tables between progressive scans), EOI; nothing
+    after EOI."""
     out = [b"\xff\xd8"]
     exif_done = False
     for segment in jpeg_segments(data):
@@ -70,7 +71,14 @@ def rebuild_jpeg(data: bytes) -> bytes:
             continue
         for (app, prefix), _ in allowlist.JPEG_APP.items():
             if marker == app and payload[: len(prefix)] == prefix:
-                out.append(data[segment.start : segment.end])
+                fixed = allowlist.JPEG_APP_FIXED.get(marker)
+                if fixed is None:
+                    out.append(data[segment.start : segment.end])
+                elif len(payload) >= fixed:
+                    body = payload[:fixed]
+                    if marker == 0xE0:
+                        body = body[:12] + b"\x00\x00"  # no thumbnail
+                    out.append(bytes([0xFF, marker]) + struct.pack(">H", fixed + 2) + body)
                 break
     return b"".join(out)
 
@@ -80,13 +88,21 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
 
 
 def rebuild_png(data: bytes) -> bytes:
-    """The signature and the allowlisted chunks up to IEND (copied with their CRCs), an
-    ``eXIf`` before the first IDAT re-serialised; nothing after IEND."""
+    """The signature and the allowlisted chunks up to IEND (copied with their CRCs; a
+    fixed-size chunk cut to its size, ``iCCP`` renamed), an ``eXIf`` before the first
+    IDAT re-serialised; nothing after IEND."""
     out = [data[:8]]
     seen_idat = False
     exif_done = False
     for chunk in png_chunks(data):
-        if chunk.kind in allowlist.PNG_CHUNKS:
+        body = data[chunk.body : chunk.body + chunk.length]
+        fixed = allowlist.PNG_FIXED.get(chunk.kind)
+        if fixed is not None and chunk.length > fixed:
+            out.append(_png_chunk(chunk.kind, body[:fixed]))
+        elif chunk.kind == b"iCCP":
+            _, _, profile = body.partition(b"\x00")  # the name goes, the profile stays
+            out.append(_png_chunk(chunk.kind, allowlist.PNG_ICC_NAME + b"\x00" + profile))
+        elif chunk.kind in allowlist.PNG_CHUNKS:
             seen_idat = seen_idat or chunk.kind == b"IDAT"
             out.append(data[chunk.start : chunk.end])
         elif chunk.kind == allowlist.PNG_EXIF and not seen_idat and not exif_done:

@@ -81,6 +81,11 @@ def camera_exif(mark: str = "", where: str = "") -> bytes:
         sub[0x9286] = b"ASCII\x00\x00\x00" + mark.encode()
     elif where == "unknown-tag":
         exif[0xC0DE] = mark
+    elif where == "text-tags":  # ImageDescription, Artist, Copyright, XPComment
+        exif[0x010E], exif[0x013B], exif[0x8298] = mark, mark, mark
+        exif[0x9C9C] = mark.encode("utf-16-le")
+    elif where == "long-model":  # an allowlisted tag, but not a short printable text
+        exif[0x0110] = "Phone 1 " + mark * 6
     data: bytes = exif.tobytes()
     if where == "ifd1":
         data = _with_thumbnail(data, _jpeg(exif=camera_exif(mark, "gps")))
@@ -160,6 +165,15 @@ def _between_scans(data: bytes, segment: bytes) -> bytes:
 XMP_ID = b"http://ns.adobe.com/xap/1.0/\x00"
 
 
+def _jfif_thumbnail(data: bytes, mark: str) -> bytes:
+    """``data``'s APP0 JFIF with a thumbnail whose RGB bytes spell ``mark``."""
+    pixels = mark.encode().ljust(6 * 3, b" ")
+    jfif = _segment(0xE0, b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x06\x01" + pixels)
+    assert data[2:4] == b"\xff\xe0"
+    length = struct.unpack_from(">H", data, 4)[0]
+    return data[:2] + jfif + data[4 + length :]
+
+
 def _extended_xmp(mark: str) -> list[bytes]:
     packet = xmp(mark, "plain")
     half = packet.index(mark.encode()) + len(mark) // 2  # split inside the marker
@@ -202,10 +216,16 @@ def jpeg_cases() -> dict[str, Callable[[str], bytes]]:
         "after-eoi": lambda m: base + m.encode() + b"\xff\xd9",
         "secondary-image": lambda m: base + _jpeg(camera_exif(m, "gps")),
         "icc-app2-lookalike": lambda m: _after_soi(base, _segment(0xE2, b"MPF\x00" + m.encode())),
+        "app14-adobe-with-more": lambda m: _after_soi(
+            base, _segment(0xEE, b"Adobe\x00\x64\x00\x00\x00\x00\x01" + m.encode())
+        ),
+        "jfif-thumbnail": lambda m: _jfif_thumbnail(base, m),
     }
 
 
-EXIF_PLACES = ("gps", "ifd0-gps", "makernote", "usercomment", "ifd1", "unknown-tag")
+EXIF_PLACES = (
+    "gps", "ifd0-gps", "makernote", "usercomment", "ifd1", "unknown-tag", "text-tags", "long-model"
+)  # fmt: skip
 XMP_STYLES = ("plain", "default-namespace", "shotlocation", "utf16")
 
 
@@ -238,6 +258,20 @@ def _itxt(keyword: bytes, text: bytes, compressed: bool, damage: bool = False) -
     return png_chunk(b"iTXt", keyword + b"\x00" + bytes([compressed, 0]) + b"\x00\x00" + text)
 
 
+def _png_icc_named(data: bytes, mark: str) -> bytes:
+    """``data`` with its iCCP chunk's profile name set to ``mark``."""
+    at = data.index(b"iCCP") - 4
+    length = struct.unpack_from(">I", data, at)[0]
+    body = data[at + 8 : at + 8 + length]
+    renamed = png_chunk(b"iCCP", mark.encode() + body[body.index(b"\x00") :])
+    return data[:at] + renamed + data[at + 12 + length :]
+
+
+def _png_with_long_gama(data: bytes, mark: str) -> bytes:
+    """``data`` with a gAMA chunk whose body runs on past its 4 bytes into ``mark``."""
+    return _before_idat(data, png_chunk(b"gAMA", struct.pack(">I", 45455) + mark.encode()))
+
+
 def png_cases() -> dict[str, Callable[[str], bytes]]:
     base = _png(camera_exif())
     return {
@@ -264,6 +298,12 @@ def png_cases() -> dict[str, Callable[[str], bytes]]:
         ),
         "after-iend": lambda m: base + m.encode(),
         "unknown-chunk": lambda m: _before_idat(base, png_chunk(b"prVt", m.encode())),
+        "itxt-language-tag": lambda m: _before_idat(
+            base, png_chunk(b"iTXt", b"Title\x00\x00\x00" + m.encode() + b"\x00t\x00text")
+        ),
+        "splt": lambda m: _before_idat(base, png_chunk(b"sPLT", m.encode() + b"\x00\x08")),
+        "iccp-name": lambda m: _png_icc_named(base, m),
+        "gama-longer": lambda m: _png_with_long_gama(base, m),
         "raw-profile": lambda m: _before_idat(
             base, png_chunk(b"tEXt", b"Raw profile type exif\x00" + m.encode())
         ),
@@ -362,6 +402,9 @@ def gif_cases() -> dict[str, Callable[[str], bytes]]:
             base, b"\x21\x01\x0c" + b"\x00" * 12 + _sub_blocks(m.encode())
         ),
         "after-trailer": lambda m: base + m.encode(),
+        "icc-application": lambda m: _before_trailer(
+            base, b"\x21\xff\x0bICCRGBG1012" + _sub_blocks(m.encode())
+        ),
         "netscape-extra-sub-block": lambda m: animated.replace(
             b"NETSCAPE2.0\x03\x01\x00\x00\x00",
             b"NETSCAPE2.0\x03\x01\x00\x00" + _sub_blocks(m.encode()),
@@ -436,7 +479,8 @@ def test_no_planted_marker_survives_and_the_allowlist_does(fmt: str, case: str) 
     if fmt == "gif":
         return
     exif = after.getexif()
-    assert exif.get(0x010F) == "FixtureCam" and exif.get(0x0110) == "Phone 1"
+    assert exif.get(0x010F) == "FixtureCam"
+    assert exif.get(0x0110) == (None if case == "exif-long-model" else "Phone 1")
     assert exif.get_ifd(0x8769).get(0x9003) == "2024:05:01 13:45:10"
     assert exif.get_ifd(0x8825) == {}
     assert after.info.get("icc_profile") == ICC
