@@ -122,6 +122,15 @@ HEIF_PROPERTIES: frozenset[bytes] = frozenset(
 )
 
 
+def icc_profile(profile: bytes) -> bytes | None:
+    """``profile`` cut to the size its header declares (bytes after it are no part of
+    it), or None when the declared size is not that of a profile that fits."""
+    declared = int.from_bytes(profile[:4], "big")
+    if declared < 128 or declared > len(profile):
+        return None
+    return profile[:declared]
+
+
 def _clean_value(value: Any) -> Any:
     """``value`` when it is a kept kind (see the module docstring), else None."""
     if isinstance(value, bool):

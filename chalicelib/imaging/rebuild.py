@@ -72,7 +72,12 @@ def rebuild_jpeg(data: bytes) -> bytes:
         for (app, prefix), _ in allowlist.JPEG_APP.items():
             if marker == app and payload[: len(prefix)] == prefix:
                 fixed = allowlist.JPEG_APP_FIXED.get(marker)
-                if fixed is None:
+                if marker == 0xE2 and payload[13:14] == b"\x01":  # a one-chunk ICC profile
+                    profile = allowlist.icc_profile(payload[14:])
+                    if profile is not None:
+                        body = payload[:14] + profile
+                        out.append(b"\xff\xe2" + struct.pack(">H", len(body) + 2) + body)
+                elif fixed is None:
                     out.append(data[segment.start : segment.end])
                 elif len(payload) >= fixed:
                     body = payload[:fixed]
@@ -150,8 +155,10 @@ def rebuild_webp(data: bytes) -> bytes:
             vp8x_index = len(chunks)
             flags |= body[0] & (_ALPHA | _ANIMATION)
         elif chunk.kind == b"ICCP":
-            if flags & _ICC:
+            profile = allowlist.icc_profile(body)
+            if flags & _ICC or profile is None:
                 continue
+            body = profile
             flags |= _ICC
         elif chunk.kind == b"ANMF":
             frame = [body[:16]]

@@ -165,6 +165,14 @@ def _between_scans(data: bytes, segment: bytes) -> bytes:
 XMP_ID = b"http://ns.adobe.com/xap/1.0/\x00"
 
 
+def _jpeg_icc_tail(data: bytes, mark: str) -> bytes:
+    """``data`` with ``mark`` after the ICC profile, inside its APP2 segment."""
+    at = data.index(b"\xff\xe2")
+    length = struct.unpack_from(">H", data, at + 2)[0]
+    payload = data[at + 4 : at + 2 + length] + mark.encode()
+    return data[:at] + _segment(0xE2, payload) + data[at + 2 + length :]
+
+
 def _jfif_thumbnail(data: bytes, mark: str) -> bytes:
     """``data``'s APP0 JFIF with a thumbnail whose RGB bytes spell ``mark``."""
     pixels = mark.encode().ljust(6 * 3, b" ")
@@ -220,6 +228,7 @@ def jpeg_cases() -> dict[str, Callable[[str], bytes]]:
             base, _segment(0xEE, b"Adobe\x00\x64\x00\x00\x00\x00\x01" + m.encode())
         ),
         "jfif-thumbnail": lambda m: _jfif_thumbnail(base, m),
+        "after-icc-profile": lambda m: _jpeg_icc_tail(base, m),
     }
 
 
@@ -336,6 +345,15 @@ def _add_riff(data: bytes, chunk: bytes) -> bytes:
     return b"RIFF" + struct.pack("<I", len(body) + 4) + b"WEBP" + body
 
 
+def _webp_icc_tail(data: bytes, mark: str) -> bytes:
+    """``data`` with ``mark`` after the ICC profile, inside its ICCP chunk."""
+    at = data.index(b"ICCP")
+    size = struct.unpack_from("<I", data, at + 4)[0]
+    chunk = riff_chunk(b"ICCP", data[at + 8 : at + 8 + size] + mark.encode())
+    out = data[:at] + chunk + data[at + 8 + size + (size & 1) :]
+    return b"RIFF" + struct.pack("<I", len(out) - 8) + out[8:]
+
+
 def _into_anmf(data: bytes, chunk: bytes) -> bytes:
     at = data.index(b"ANMF")
     size = struct.unpack_from("<I", data, at + 4)[0]
@@ -351,6 +369,7 @@ def webp_cases() -> dict[str, Callable[[str], bytes]]:
         **{f"xmp-{s}": (lambda m, s=s: _webp(camera_exif(), xmp(m, s))) for s in XMP_STYLES},
         "unknown-chunk": lambda m: _add_riff(base, riff_chunk(b"LOCN", m.encode())),
         "after-riff": lambda m: base + m.encode(),
+        "after-icc-profile": lambda m: _webp_icc_tail(base, m),
         "unknown-chunk-in-frame": lambda m: _into_anmf(
             _webp(camera_exif(), animated=True), riff_chunk(b"LOCN", m.encode())
         ),
