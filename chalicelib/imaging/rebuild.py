@@ -24,6 +24,36 @@ from chalicelib.imaging.containers import (
 )
 
 
+class _Pieces:
+    """The rebuilt bytes, gathered as views of the input's kept parts (no copy) and new
+    bytes; :meth:`result` is the input object itself when every byte was kept in order,
+    so an image with nothing to drop is not held twice."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.view = memoryview(data)
+        self.parts: list[bytes | memoryview] = []
+        self.next = 0
+        self.verbatim = True
+
+    def copy(self, start: int, end: int) -> None:
+        """Keep ``data[start:end]`` as it is."""
+        self.verbatim = self.verbatim and start == self.next
+        self.parts.append(self.view[start:end])
+        self.next = end
+
+    def add(self, new: bytes) -> None:
+        """Put ``new`` bytes (a part re-serialised) next."""
+        self.verbatim = False
+        self.parts.append(new)
+
+    def result(self) -> bytes:
+        """The rebuilt bytes."""
+        if self.verbatim and self.next == len(self.data):
+            return self.data
+        return b"".join(self.parts)
+
+
 def rebuild(data: bytes, content_type: str) -> bytes:
     """``data`` (of the sniffed ``content_type``) rebuilt from its allowlisted parts.
 
@@ -48,12 +78,12 @@ def rebuild_jpeg(data: bytes) -> bytes:
     one only), APP2 ICC_PROFILE, APP14 Adobe (its fixed fields), the tables, frame
     headers and every scan (with the tables between progressive scans), EOI; nothing
     after EOI."""
-    out = [b"\xff\xd8"]
+    out = _Pieces(data)
     exif_done = False
     for segment in jpeg_segments(data):
         marker = segment.marker
-        if marker in allowlist.JPEG_MARKERS:
-            out.append(data[segment.start : segment.end])
+        if marker in allowlist.JPEG_MARKERS or segment.start == 0:  # SOI
+            out.copy(segment.start, segment.end)
             if marker == EOI:
                 break
             continue
@@ -67,25 +97,29 @@ def rebuild_jpeg(data: bytes) -> bytes:
             cleaned = allowlist.clean_exif(payload)
             if cleaned is not None and len(cleaned) + 8 <= 0xFFFF:
                 body = allowlist.JPEG_EXIF[1] + cleaned
-                out.append(b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body)
+                out.add(b"\xff\xe1" + struct.pack(">H", len(body) + 2) + body)
             continue
         for (app, prefix), _ in allowlist.JPEG_APP.items():
             if marker == app and payload[: len(prefix)] == prefix:
                 fixed = allowlist.JPEG_APP_FIXED.get(marker)
                 if marker == 0xE2 and payload[13:14] == b"\x01":  # a one-chunk ICC profile
                     profile = allowlist.icc_profile(payload[14:])
-                    if profile is not None:
+                    if profile is not None and len(profile) + 14 == len(payload):
+                        out.copy(segment.start, segment.end)
+                    elif profile is not None:
                         body = payload[:14] + profile
-                        out.append(b"\xff\xe2" + struct.pack(">H", len(body) + 2) + body)
-                elif fixed is None:
-                    out.append(data[segment.start : segment.end])
+                        out.add(b"\xff\xe2" + struct.pack(">H", len(body) + 2) + body)
+                elif fixed is None or (
+                    len(payload) == fixed and (marker != 0xE0 or payload[12:14] == b"\x00\x00")
+                ):
+                    out.copy(segment.start, segment.end)
                 elif len(payload) >= fixed:
                     body = payload[:fixed]
                     if marker == 0xE0:
                         body = body[:12] + b"\x00\x00"  # no thumbnail
-                    out.append(bytes([0xFF, marker]) + struct.pack(">H", fixed + 2) + body)
+                    out.add(bytes([0xFF, marker]) + struct.pack(">H", fixed + 2) + body)
                 break
-    return b"".join(out)
+    return out.result()
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
@@ -96,26 +130,27 @@ def rebuild_png(data: bytes) -> bytes:
     """The signature and the allowlisted chunks up to IEND (copied with their CRCs; a
     fixed-size chunk cut to its size, ``iCCP`` renamed), an ``eXIf`` before the first
     IDAT re-serialised; nothing after IEND."""
-    out = [data[:8]]
+    out = _Pieces(data)
+    out.copy(0, 8)
     seen_idat = False
     exif_done = False
     for chunk in png_chunks(data):
         body = data[chunk.body : chunk.body + chunk.length]
         fixed = allowlist.PNG_FIXED.get(chunk.kind)
         if fixed is not None and chunk.length > fixed:
-            out.append(_png_chunk(chunk.kind, body[:fixed]))
-        elif chunk.kind == b"iCCP":
+            out.add(_png_chunk(chunk.kind, body[:fixed]))
+        elif chunk.kind == b"iCCP" and not body.startswith(allowlist.PNG_ICC_NAME + b"\x00"):
             _, _, profile = body.partition(b"\x00")  # the name goes, the profile stays
-            out.append(_png_chunk(chunk.kind, allowlist.PNG_ICC_NAME + b"\x00" + profile))
+            out.add(_png_chunk(chunk.kind, allowlist.PNG_ICC_NAME + b"\x00" + profile))
         elif chunk.kind in allowlist.PNG_CHUNKS:
             seen_idat = seen_idat or chunk.kind == b"IDAT"
-            out.append(data[chunk.start : chunk.end])
+            out.copy(chunk.start, chunk.end)
         elif chunk.kind == allowlist.PNG_EXIF and not seen_idat and not exif_done:
             exif_done = True
             cleaned = allowlist.clean_exif(data[chunk.body : chunk.body + chunk.length])
             if cleaned is not None:
-                out.append(_png_chunk(allowlist.PNG_EXIF, cleaned))
-    return b"".join(out)
+                out.add(_png_chunk(allowlist.PNG_EXIF, cleaned))
+    return out.result()
 
 
 def _riff_chunk(kind: bytes, body: bytes) -> bytes:
@@ -183,10 +218,11 @@ def rebuild_gif(data: bytes) -> bytes:
     table, LZW data), graphic control extensions, the NETSCAPE2.0/ANIMEXTS1.0 loop
     extension, the trailer; no comment, plain text or other application extension,
     nothing after the trailer."""
-    out = [data[: gif_screen_end(data)]]
+    out = _Pieces(data)
+    out.copy(0, min(gif_screen_end(data), len(data)))
     for block in gif_blocks(data):
         if block.kind in (b"image", b"trailer"):
-            out.append(data[block.start : block.end])
+            out.copy(block.start, block.end)
             continue
         first = data[block.start + 2 : block.end]  # the first sub-block, size byte first
         if (
@@ -194,7 +230,11 @@ def rebuild_gif(data: bytes) -> bytes:
             and first[:1] == b"\x04"
             and len(first) >= 5
         ):
-            out.append(b"\x21\xf9\x04" + first[1:5] + b"\x00")  # only its 4 bytes
+            gce = b"\x21\xf9\x04" + first[1:5] + b"\x00"  # only its 4 bytes
+            if data[block.start : block.end] == gce:
+                out.copy(block.start, block.end)
+            else:
+                out.add(gce)
         elif (
             block.label == 0xFF
             and first[:1] == b"\x0b"
@@ -202,5 +242,9 @@ def rebuild_gif(data: bytes) -> bytes:
         ):
             loop = first[12:16]  # sub-block 03 01 <count, 2 bytes LE>
             if loop[:2] == b"\x03\x01" and len(loop) == 4:
-                out.append(b"\x21\xff" + first[:12] + loop + b"\x00")
-    return b"".join(out)
+                extension = b"\x21\xff" + first[:12] + loop + b"\x00"
+                if data[block.start : block.end] == extension:
+                    out.copy(block.start, block.end)
+                else:
+                    out.add(extension)
+    return out.result()
