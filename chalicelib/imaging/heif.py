@@ -5,7 +5,8 @@ The ``meta`` box is read for its items (``iinf``: types; ``iloc``: where their b
 are, in the file or in ``idat``). Coded-image items (:data:`~.allowlist.HEIF_IMAGE_ITEMS`)
 stay; the ``Exif`` item is overwritten with the allowlisted EXIF, zero-padded to its old
 length; every other item (XMP, ``uri``, unknown) is overwritten with zeros; item names,
-MIME types and the handler's name become spaces; ``meta`` children and item properties
+MIME types and the handler's name become spaces; ``mdat`` bytes no kept item points at
+are zeroed; ``meta`` children and item properties
 off the allowlist, and top-level boxes other than ``ftyp``/``meta``/``mdat``, keep their
 header and lose their content (zeros); bytes after the last box are dropped.
 
@@ -134,13 +135,34 @@ def rewrite(data: bytes) -> bytes:
     found = items(data)
     if found is None:
         return bytes(buffer)
+    kept: list[tuple[int, int]] = []  # extents of image items: the only mdat bytes kept
     for item in found:
         if item.kind in allowlist.HEIF_IMAGE_ITEMS:
+            kept.extend(item.extents)
             continue
         replacement = _exif_in_place(data, item) if item.kind == b"Exif" else None
         for offset, length in item.extents:
             buffer[offset : offset + length] = replacement or bytes(length)
+        if replacement:
+            kept.append(item.extents[0])
+    for box in boxes(data, 0, len(buffer)):
+        if box.kind == b"mdat":
+            _zero_outside(buffer, box.body, box.end, kept)
     return bytes(buffer)
+
+
+def _zero_outside(buffer: bytearray, start: int, end: int, kept: list[tuple[int, int]]) -> None:
+    """Zero ``buffer[start:end]`` but for the (offset, length) spans in ``kept``: bytes
+    of ``mdat`` that no kept item points at (sorting the spans: n log n in the items)."""
+    pos = start
+    for offset, length in sorted(kept):
+        if offset + length <= pos or offset >= end:
+            continue
+        if offset > pos:
+            buffer[pos:offset] = bytes(offset - pos)
+        pos = max(pos, offset + length)
+    if pos < end:
+        buffer[pos:end] = bytes(end - pos)
 
 
 def _clean_meta(data: bytes, buffer: bytearray, start: int, end: int) -> None:

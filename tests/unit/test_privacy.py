@@ -449,6 +449,16 @@ def _heif(fmt: str, exif: bytes = b"", xmp_packet: bytes = b"") -> bytes:
     return buffer.getvalue()
 
 
+def _grow_last_mdat(data: bytes, mark: str) -> bytes:
+    """``data`` (whose last box is ``mdat``) with ``mark`` inside ``mdat``, after the
+    bytes any item points at."""
+    at = data.rindex(b"mdat") - 4
+    assert struct.unpack_from(">I", data, at)[0] == len(data) - at
+    return (
+        data[:at] + struct.pack(">I", len(data) - at + len(mark)) + data[at + 4 :] + mark.encode()
+    )
+
+
 def heif_cases(fmt: str) -> dict[str, Callable[[str], bytes]]:
     base = _heif(fmt, camera_exif())
     # Pillow's AVIF writer re-serialises EXIF without IFD1: that place cannot be planted
@@ -457,6 +467,7 @@ def heif_cases(fmt: str) -> dict[str, Callable[[str], bytes]]:
         **{f"exif-{w}": (lambda m, w=w: _heif(fmt, camera_exif(m, w))) for w in places},
         **{f"xmp-{s}": (lambda m, s=s: _heif(fmt, camera_exif(), xmp(m, s))) for s in XMP_STYLES},
         "after-last-box": lambda m: base + m.encode(),
+        "inside-mdat-unreferenced": lambda m: _grow_last_mdat(base, m),
         "item-mime-type": lambda m: _heif(fmt, camera_exif(), xmp("x", "plain")).replace(
             b"application/rdf+xml", m.encode().ljust(19, b"x"), 1
         ),
