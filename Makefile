@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run token test unit integration browser deploy-test lint bench bench-deps reconcile up package deploy destroy url down clean
+.PHONY: help install run token test unit integration browser deploy-test fuzz lint bench bench-deps reconcile up package deploy destroy url down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}' | sed 's/\$$(PORT)/$(PORT)/g'
@@ -41,6 +41,9 @@ browser: install ## the web gallery in Debian's Chromium (Playwright), against m
 
 deploy-test: install ## Terraform + packaged Lambda against moto's server
 	$(TF_ENV) $(BIN)/pytest tests/deploy
+
+fuzz: install ## a longer fuzz run of image processing (FUZZ_EXAMPLES, default 20000; make test runs 500)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-20000} $(BIN)/pytest tests/fuzz -p no:cacheprovider
 
 lint: install ## ruff + mypy
 	$(BIN)/ruff check .

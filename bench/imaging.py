@@ -8,7 +8,8 @@ and an animated GIF (480x270, 60 frames); ``scale`` shrinks their sides for smok
 Ours: ``process()`` in a fresh Python process (Pillow and plugins imported and warmed up
 on a tiny image first), the median of ``runs`` calls; its peak RSS is the process's
 ``VmHWM``, reset just before the first timed call. It does everything the service does
-per upload: every frame decoded, location removed, three WebP renditions, BlurHash.
+per upload: every frame decoded, original rebuilt from its allowlisted parts, three WebP
+renditions, BlurHash.
 libvips: three ``vipsthumbnail -s SIZE`` runs (one per size, WebP Q=80, metadata
 stripped), as the issue measured it; time is their sum (median of ``runs`` rounds), peak
 RSS the largest of the three processes' ``ru_maxrss``. The ratio is ours / libvips.
@@ -227,8 +228,8 @@ def render(imaging: dict[str, Any]) -> list[str]:
     lines = [
         "## Image processing: `process()` against libvips' `vipsthumbnail`",
         "",
-        "Ours: one `chalicelib.imaging.process` call (every frame decoded, location "
-        "removed, WebP 320/640/1080, BlurHash), median of "
+        "Ours: one `chalicelib.imaging.process` call (every frame decoded, original "
+        "rebuilt, WebP 320/640/1080, BlurHash), median of "
         f"{imaging['runs']} runs (1 for the PNG and the HEIC); libvips: three "
         "`vipsthumbnail -s SIZE` runs (WebP Q=80, strip), summed. Peak RSS is the "
         "whole process's (ours includes the Python interpreter and Pillow).",

@@ -128,9 +128,12 @@ class Settings:
         max_image_pixels: largest accepted width x height of one frame, in pixels;
             larger images are refused as decompression bombs (``MAX_IMAGE_PIXELS``,
             default 50 M).
-        max_decode_bytes: most memory the pixels of one upload may take once decoded,
-            width x height x bytes per pixel x frames, checked from the header before
-            decoding (``MAX_DECODE_BYTES``, default 256 MiB).
+        max_decode_bytes: most memory decoding one upload may hold at once: what the
+            decoder and each conversion hold for its mode and bit depth (an animation's
+            frames held at the same time, not all of them), checked from the header
+            before decoding (``MAX_DECODE_BYTES``, default 256 MiB).
+        max_decoded_pixels: most pixels of all the frames of one upload together, the
+            decoding work (``MAX_DECODED_PIXELS``, default 1,000,000,000).
         max_animation_frames: most frames an animated GIF, WebP or PNG may have
             (``MAX_ANIMATION_FRAMES``, default 300).
         rendition_sizes: longer side, in pixels, of each WebP rendition, ascending
@@ -166,6 +169,7 @@ class Settings:
     max_request_bytes: int = MAX_REQUEST_BYTES
     max_image_pixels: int = 50_000_000
     max_decode_bytes: int = 256 * MIB
+    max_decoded_pixels: int = 1_000_000_000
     max_animation_frames: int = 300
     rendition_sizes: tuple[int, ...] = (320, 640, 1080)
     upload_expires_seconds: int = 3600
@@ -196,6 +200,7 @@ class Settings:
             max_image_bytes=_positive_int(env, "MAX_IMAGE_BYTES", 50 * MIB),
             max_image_pixels=_positive_int(env, "MAX_IMAGE_PIXELS", 50_000_000),
             max_decode_bytes=_positive_int(env, "MAX_DECODE_BYTES", 256 * MIB),
+            max_decoded_pixels=_positive_int(env, "MAX_DECODED_PIXELS", 1_000_000_000),
             max_animation_frames=_positive_int(env, "MAX_ANIMATION_FRAMES", 300),
             rendition_sizes=_sizes(env, "RENDITION_SIZES", (320, 640, 1080)),
             upload_expires_seconds=_positive_int(env, "UPLOAD_EXPIRES_SECONDS", 3600),

@@ -6,7 +6,7 @@ notification of a direct upload (bytes already in the bucket) all hand the bytes
 
 1. **Check** from the header, before anything is written (``imaging.probe``): size,
    type, pixels, decoded size, frames; the declared type and SHA-256 when given.
-2. **Process** (``imaging.process``): decode every frame, strip location from the
+2. **Process** (``imaging.process``): decode every frame, rebuild the
    original, make the renditions and the placeholder.
 3. **Store** the original and every rendition in S3, at keys named after the image id
    and the stored bytes' digest (``chalicelib.storage.object_key``), so two ingests of

@@ -42,6 +42,7 @@ module "api" {
   max_image_bytes        = var.max_image_bytes
   max_image_pixels       = var.max_image_pixels
   max_decode_bytes       = var.max_decode_bytes
+  max_decoded_pixels     = var.max_decoded_pixels
   max_animation_frames   = var.max_animation_frames
   rendition_sizes        = join(",", var.rendition_sizes)
   upload_expires_seconds = var.upload_expires_seconds

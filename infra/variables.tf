@@ -52,13 +52,24 @@ variable "max_image_pixels" {
 }
 
 variable "max_decode_bytes" {
-  description = "Most bytes the decoded pixels of one image may take, width x height x bytes per pixel x frames, checked before decoding (MAX_DECODE_BYTES)."
+  description = "Most bytes decoding one image may hold at once, what the decoder and each conversion hold for its mode and bit depth (frames held at the same time, not all of them), checked before decoding (MAX_DECODE_BYTES)."
   type        = number
   default     = 268435456
 
   validation {
     condition     = var.max_decode_bytes >= 1 && floor(var.max_decode_bytes) == var.max_decode_bytes
     error_message = "max_decode_bytes must be a positive whole number of bytes."
+  }
+}
+
+variable "max_decoded_pixels" {
+  description = "Most pixels of all the frames of one image together, the decoding work, checked before decoding (MAX_DECODED_PIXELS)."
+  type        = number
+  default     = 1000000000
+
+  validation {
+    condition     = var.max_decoded_pixels >= 1 && floor(var.max_decoded_pixels) == var.max_decoded_pixels
+    error_message = "max_decoded_pixels must be a positive whole number of pixels."
   }
 }
 

@@ -466,6 +466,7 @@ def test_function_environment_comes_from_terraform(
     assert env["MAX_IMAGE_PIXELS"] == "50000000"
     assert env["URL_EXPIRES_SECONDS"] == "900"
     assert env["MAX_DECODE_BYTES"] == str(256 * 1024 * 1024)
+    assert env["MAX_DECODED_PIXELS"] == "1000000000"
     assert env["MAX_ANIMATION_FRAMES"] == "300"
     assert env["RENDITION_SIZES"] == "320,640,1080"
     assert env["UPLOAD_EXPIRES_SECONDS"] == "3600"

@@ -123,6 +123,7 @@ def test_settings_read_processing_upload_and_cors_variables():
         {
             **BASE,
             "MAX_DECODE_BYTES": "1000",
+            "MAX_DECODED_PIXELS": "5000",
             "MAX_ANIMATION_FRAMES": "12",
             "RENDITION_SIZES": "640, 320,640",
             "UPLOAD_EXPIRES_SECONDS": "60",
@@ -132,6 +133,7 @@ def test_settings_read_processing_upload_and_cors_variables():
     )
 
     assert settings.max_decode_bytes == 1000
+    assert settings.max_decoded_pixels == 5000
     assert settings.max_animation_frames == 12
     assert settings.rendition_sizes == (320, 640)
     assert settings.upload_expires_seconds == 60
@@ -143,6 +145,7 @@ def test_settings_defaults_for_processing_and_uploads():
     settings = Settings.from_env(BASE)
 
     assert settings.max_decode_bytes == 256 * 1024 * 1024
+    assert settings.max_decoded_pixels == 1_000_000_000
     assert settings.max_animation_frames == 300
     assert settings.rendition_sizes == (320, 640, 1080)
     assert settings.upload_expires_seconds == 3600

@@ -218,6 +218,7 @@ DEPLOYED_SETTINGS = {
     "MAX_IMAGE_BYTES": ("max_image_bytes", 50 * MIB),
     "MAX_IMAGE_PIXELS": ("max_image_pixels", 50_000_000),
     "MAX_DECODE_BYTES": ("max_decode_bytes", 256 * MIB),
+    "MAX_DECODED_PIXELS": ("max_decoded_pixels", 1_000_000_000),
     "MAX_ANIMATION_FRAMES": ("max_animation_frames", 300),
     "RENDITION_SIZES": ("rendition_sizes", [320, 640, 1080]),
     "UPLOAD_EXPIRES_SECONDS": ("upload_expires_seconds", 3600),
