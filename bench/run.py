@@ -184,7 +184,7 @@ def run_listing(args: argparse.Namespace, results: dict[str, Any]) -> None:
         patterns = choose_patterns(records, spec.months)
 
         def presign(key: str) -> str:
-            return service.storage.presigned_get_url(key, settings.url_expires_seconds)
+            return service.urls.url(key, datetime.now(UTC), settings.url_expires_seconds)
 
         # Warm both paths up (client endpoints, botocore models, moto's caches).
         service.list_images(_query(args.limit))
