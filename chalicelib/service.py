@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -123,22 +124,22 @@ class AwsClients:
 
 
 def object_urls(settings: Settings, clients: AwsClients) -> ObjectUrls:
-    """The URL signer ``IMAGE_URL_SIGNER`` asks for (``chalicelib.urls``); ``cloudfront``
-    reads its private key here, once per process.
-
-    Raises:
-        ValueError, botocore.exceptions.ClientError, OSError: the CloudFront key cannot
-            be read (see :func:`chalicelib.urls.load_private_key`).
-    """
+    """The URL signer ``IMAGE_URL_SIGNER`` asks for (``chalicelib.urls``). ``cloudfront``
+    reads its private key once per process, when it signs its first URL (a failure
+    there raises ``ValueError``, ``botocore.exceptions.ClientError`` or ``OSError``, see
+    :func:`chalicelib.urls.load_private_key`)."""
     window = settings.url_cache_window_seconds
     if settings.image_url_signer == "cloudfront":
-        pem = load_private_key(
-            clients.ssm,
-            settings.cloudfront_private_key_parameter,
-            settings.cloudfront_private_key_file,
-        )
         return CloudFrontUrlSigner(
-            settings.cloudfront_domain or "", settings.cloudfront_key_pair_id or "", pem, window
+            settings.cloudfront_domain or "",
+            settings.cloudfront_key_pair_id or "",
+            functools.partial(
+                load_private_key,
+                clients.ssm,
+                settings.cloudfront_private_key_parameter,
+                settings.cloudfront_private_key_file,
+            ),
+            window,
         )
     credentials = clients.credentials or boto3.session.Session().get_credentials()
     return S3UrlSigner(clients.s3_presigner, settings.bucket_name, window, credentials)

@@ -22,6 +22,7 @@ Two signers, chosen by ``IMAGE_URL_SIGNER``:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -212,16 +213,28 @@ class CloudFrontUrlSigner:
         domain: the distribution's domain name (``CLOUDFRONT_DOMAIN``).
         key_pair_id: the id of the CloudFront public key in the trusted key group
             (``CLOUDFRONT_KEY_PAIR_ID``).
-        private_key_pem: the matching RSA private key, PEM (see :func:`load_private_key`).
+        private_key: returns the matching RSA private key, PEM (see
+            :func:`load_private_key`); called once, when the first URL is signed, so a
+            function that never hands out a URL (the upload handler, the sweep) never
+            reads it.
         window_seconds: ``URL_CACHE_WINDOW_SECONDS``.
     """
 
     def __init__(
-        self, domain: str, key_pair_id: str, private_key_pem: bytes, window_seconds: int
+        self,
+        domain: str,
+        key_pair_id: str,
+        private_key: Callable[[], bytes],
+        window_seconds: int,
     ) -> None:
         self.domain = domain
+        self.key_pair_id = key_pair_id
         self.window_seconds = window_seconds
-        self._signer = CloudFrontSigner(key_pair_id, rsa_sha1_signer(private_key_pem))
+        self._private_key = private_key
+
+    @functools.cached_property
+    def _signer(self) -> CloudFrontSigner:
+        return CloudFrontSigner(self.key_pair_id, rsa_sha1_signer(self._private_key()))
 
     def expires_at(self, now: datetime, expires_seconds: int) -> int:
         """See :func:`window_expiry`."""

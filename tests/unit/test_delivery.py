@@ -241,7 +241,9 @@ def test_cloudfront_urls_verify_with_the_public_key_and_expire_after_the_window(
     pem = private_key_pem()
     public_key = serialization.load_pem_private_key(pem, password=None).public_key()
     assert isinstance(public_key, rsa.RSAPublicKey)
-    signer = CloudFrontUrlSigner("d111111abcdef8.cloudfront.net", "K2JCJMDEHXQW5F", pem, 3600)
+    signer = CloudFrontUrlSigner(
+        "d111111abcdef8.cloudfront.net", "K2JCJMDEHXQW5F", lambda: pem, 3600
+    )
     url = signer.url("renditions/7f3c/0123-320.webp", T, 900)
     assert url.startswith("https://d111111abcdef8.cloudfront.net/renditions/7f3c/0123-320.webp?")
     params = _verify_canned_policy(url, public_key)

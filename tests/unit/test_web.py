@@ -155,7 +155,7 @@ def test_csp_names_the_cloudfront_domain_for_images_and_the_bucket_for_uploads(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    urls = CloudFrontUrlSigner("d111111abcdef8.cloudfront.net", "K2JCJMDEHXQW5F", pem, 3600)
+    urls = CloudFrontUrlSigner("d111111abcdef8.cloudfront.net", "K2JCJMDEHXQW5F", lambda: pem, 3600)
     origins = web.bucket_origins(urls, ImageStorage(s3, BUCKET))
     assert origins == ("https://d111111abcdef8.cloudfront.net", "https://s3.amazonaws.com")
 
