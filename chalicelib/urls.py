@@ -28,11 +28,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+import rsa
 from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.signers import CloudFrontSigner
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from chalicelib.storage import attachment_disposition
 
@@ -183,18 +182,25 @@ class _WindowQueryAuth(S3SigV4QueryAuth):
 
 
 def rsa_sha1_signer(private_key_pem: bytes) -> Callable[[bytes], bytes]:
-    """The ``rsa_signer`` :class:`botocore.signers.CloudFrontSigner` needs: PKCS#1 v1.5
-    with SHA-1 (what CloudFront's canned and custom policies are verified with).
+    """The ``rsa_signer`` :class:`botocore.signers.CloudFrontSigner` needs: RSASSA-PKCS1-v1_5
+    with SHA-1, what CloudFront verifies signed URLs with (botocore's documented example).
+
+    Signed with the pure-Python ``rsa`` package: it is vendored into the Lambda as is,
+    where ``cryptography``'s available wheels need a newer glibc than Lambda's python3.11
+    runtime has (``make keys`` and the tests use ``cryptography`` to make and check keys).
 
     Raises:
-        ValueError: ``private_key_pem`` is not an unencrypted RSA private key in PEM.
+        ValueError: ``private_key_pem`` is not an unencrypted PKCS#1 RSA private key in PEM
+            (``-----BEGIN RSA PRIVATE KEY-----``, what ``make keys`` and ``openssl
+            genrsa`` write).
     """
-    key = serialization.load_pem_private_key(private_key_pem, password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError("the CloudFront private key must be an RSA key")
+    try:
+        key = rsa.PrivateKey.load_pkcs1(private_key_pem, "PEM")
+    except Exception as error:  # rsa/pyasn1 raise several kinds for a malformed key
+        raise ValueError(f"the CloudFront private key is not a PKCS#1 RSA PEM: {error}") from None
 
     def sign(message: bytes) -> bytes:
-        return key.sign(message, padding.PKCS1v15(), hashes.SHA1())
+        return rsa.sign(message, key, "SHA-1")
 
     return sign
 

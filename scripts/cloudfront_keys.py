@@ -54,11 +54,12 @@ def parameter_name(app: str, stage: str, public_pem: str) -> str:
 
 
 def generate() -> tuple[bytes, str]:
-    """``(private_pem, public_pem)``: a new RSA-2048 pair (PKCS#8, SubjectPublicKeyInfo)."""
+    """``(private_pem, public_pem)``: a new RSA-2048 pair (PKCS#1 ``RSA PRIVATE KEY``, what
+    ``chalicelib.urls`` loads; SubjectPublicKeyInfo ``PUBLIC KEY``, what CloudFront takes)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private_pem = key.private_bytes(
         serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
+        serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
     public_pem = key.public_key().public_bytes(

@@ -152,7 +152,7 @@ def test_csp_names_the_cloudfront_domain_for_images_and_the_bucket_for_uploads(
     s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
     pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
+        serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
     urls = CloudFrontUrlSigner("d111111abcdef8.cloudfront.net", "K2JCJMDEHXQW5F", lambda: pem, 3600)
