@@ -294,3 +294,9 @@ def test_the_cloudfront_key_comes_from_ssm_or_a_file(
             Settings.from_env({k: v for k, v in env.items() if k != missing})
     with pytest.raises(ConfigurationError, match="IMAGE_URL_SIGNER"):
         Settings.from_env({**env, "IMAGE_URL_SIGNER": "akamai"})
+
+
+def test_a_malformed_cloudfront_key_is_a_clear_error() -> None:
+    signer = CloudFrontUrlSigner("d.cloudfront.net", "K1", lambda: b"not a key", 3600)
+    with pytest.raises(ValueError, match="PKCS#1 RSA PEM"):
+        signer.url("images/x.png", T, 900)
