@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run token test unit integration browser deploy-test fuzz lint bench bench-deps reconcile up package deploy destroy url down clean
+.PHONY: help install run token test unit integration browser deploy-test fuzz lint bench bench-deps reconcile keys up package deploy destroy url down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}' | sed 's/\$$(PORT)/$(PORT)/g'
@@ -84,6 +84,9 @@ TF_VARS := -input=false -var-file=localstack.tfvars -var stage=$(STAGE) -var reg
 # JWT_SECRET likewise (TF_VAR_jwt_secret, infra/.jwt_secret). The authorizer: TF_VAR_auth_mode,
 # else AUTH_MODE, else none on LocalStack (plain terraform defaults to jwt).
 WITH_SECRET := TF_VAR_token_secret="$${TF_VAR_token_secret:-$$(cat .token_secret)}" TF_VAR_jwt_secret="$${TF_VAR_jwt_secret:-$$(cat .jwt_secret)}" TF_VAR_auth_mode="$${TF_VAR_auth_mode:-$${AUTH_MODE:-none}}"
+
+keys: install ## new CloudFront signing key pair: private key to SSM (/image-service/$(STAGE)/cloudfront-key/…) and infra/.cloudfront_private_key.pem, public key appended to infra/cloudfront_keys.auto.tfvars.json (ARGS=--retire, --no-parameter)
+	$(BIN)/python -m scripts.cloudfront_keys --stage $(STAGE) $(ARGS)
 
 up: ## start LocalStack (docker compose) and wait until it is healthy
 	docker compose up -d --wait localstack

@@ -364,18 +364,20 @@ def health() -> dict[str, str]:
 def web_page() -> Response:
     """The web gallery (``chalicelib/web``): HTML with its Content-Security-Policy."""
     service = image_service()
-    csp = web.content_security_policy(web.bucket_origins(service.storage))
+    csp = web.content_security_policy(web.bucket_origins(service.urls, service.storage))
     page = web.render_page(service.settings.auth_mode, web.base_href(_request().context))
     return Response(body=page, status_code=200, headers=_headers(web.page_headers(csp)))
 
 
 @route("/assets/{name}", methods=["GET"])
 def web_asset(name: str) -> Response:
-    """A static file of the gallery (JS, CSS, icon); 304 when ``If-None-Match`` matches."""
+    """A static file of the gallery (JS, CSS, icon); 304 when ``If-None-Match`` matches;
+    cached for a year when ``?v=`` is its current version."""
     found = web.asset(name)
     if found is None:
         raise NotFoundError(f"asset: no file named {name!r}")
-    headers = _headers(web.asset_headers(found))
+    versions = _query_params().get("v", [])
+    headers = _headers(web.asset_headers(found, versions[0] if len(versions) == 1 else None))
     if web.not_modified(found, _request().headers.get("if-none-match")):
         return Response(body="", status_code=304, headers=headers)
     return Response(body=found.body, status_code=200, headers=headers)

@@ -160,6 +160,10 @@ def render(results: dict[str, Any]) -> str:
         from bench.imaging import render as render_imaging
 
         lines += render_imaging(results["imaging"])
+    if results.get("delivery"):
+        from bench.delivery import render as render_delivery
+
+        lines += render_delivery(results["delivery"])
     lines += ["## Targets", ""]
     lines += _table(
         ["target", "result", "measured"],

@@ -13,6 +13,10 @@
 5. Direct uploads (moto's server, real HTTP; ``bench/direct_upload.py``): ``POST
    /uploads`` and ``complete`` around the client's presigned POST, against a bare
    presigned POST of the same bytes, at 1, 5, 20 and 50 MB; ingest's peak memory.
+6. Delivery (``make run``'s script in headless Chromium; ``bench/delivery.py``): image
+   bytes and requests of a 40-image gallery's first visit, reload and scroll back, with
+   the cache window and with a new URL per listing; the same listing from two
+   processes; listing JSON bytes per item.
 
 Prints a Markdown report and writes ``results.md`` and ``results.json`` (``--out-dir``,
 default ``bench/``). Exit status 1 when the service gave a wrong answer or issued a
@@ -23,7 +27,7 @@ Usage: ``python -m bench.run [--images 10000] [--users 100] [--tags 50] [--month
 [--limit 20] [--seed 42] [--upload-runs 7] [--cold-start-runs 5] [--skip-package]
 [--skip-upload] [--skip-cold-start] [--skip-imaging] [--imaging-runs 3]
 [--no-moto-speedups] [--strict] [--out-dir DIR] [--direct-upload-runs 5]
-[--direct-upload-smoke] [--skip-direct-upload]``
+[--direct-upload-smoke] [--skip-direct-upload] [--delivery-images 40] [--skip-delivery]``
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from urllib.parse import urlencode
 import boto3
 from moto import mock_aws
 
-from bench import direct_upload, report
+from bench import delivery, direct_upload, report
 from bench.coldstart import measure_cold_start
 from bench.dataset import (
     END,
@@ -119,6 +123,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out-dir", type=Path, default=HERE)
     direct_upload.add_arguments(parser)
+    delivery.add_arguments(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.limit <= 100:
         parser.error("--limit must be 1-100")
@@ -184,7 +189,7 @@ def run_listing(args: argparse.Namespace, results: dict[str, Any]) -> None:
         patterns = choose_patterns(records, spec.months)
 
         def presign(key: str) -> str:
-            return service.storage.presigned_get_url(key, settings.url_expires_seconds)
+            return service.urls.url(key, datetime.now(UTC), settings.url_expires_seconds)
 
         # Warm both paths up (client endpoints, botocore models, moto's caches).
         service.list_images(_query(args.limit))
@@ -279,6 +284,7 @@ def evaluate(results: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     if imaging_target is not None:
         targets.append(imaging_target)
     targets += direct_upload.evaluate(results)
+    targets += delivery.evaluate(results)
     runtime = results["run"]["runtime_s"]
     add(f"whole run under {MAX_RUNTIME_S:.0f} s", runtime < MAX_RUNTIME_S, f"{runtime:.0f} s")
     return targets
@@ -356,6 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_imaging:
         progress("image processing: 12 MP JPEG, 24 MP PNG, HEIC, GIF vs vipsthumbnail …")
         results["imaging"] = measure_imaging(args.imaging_runs)
+    if not args.skip_delivery:
+        results["delivery"] = delivery.measure_delivery(args.delivery_images, progress)
     results["run"]["runtime_s"] = time.perf_counter() - began
     results["targets"] = evaluate(results, args.limit)
     markdown = report.render(results)

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from chalicelib.validation import MAX_URL_EXPIRES
+
 MIB = 1024 * 1024
 #: Lambda refuses a synchronous invocation whose payload (here: API Gateway's event, a
 #: JSON document) is larger than this many bytes (6 MiB).
@@ -43,6 +45,15 @@ AuthMode = Literal["none", "jwt", "cognito"]
 AUTH_MODES: tuple[AuthMode, ...] = ("none", "jwt", "cognito")
 DEFAULT_JWT_ISSUER = "image-service"
 DEFAULT_JWT_AUDIENCE = "image-service"
+
+#: ``IMAGE_URL_SIGNER``: how URLs to stored objects are signed (``chalicelib.urls``).
+#: ``s3``: S3 presigned URLs signed as of the cache window's start; ``cloudfront``:
+#: CloudFront canned-policy signed URLs with the service's own key pair.
+UrlSignerKind = Literal["s3", "cloudfront"]
+URL_SIGNERS: tuple[UrlSignerKind, ...] = ("s3", "cloudfront")
+#: Longest lifetime of an S3 SigV4 presigned URL, in seconds (7 days): a cache window
+#: plus the longest expiry a view may ask for (3600 s) must fit in it.
+S3_PRESIGN_LIMIT_SECONDS = 7 * 24 * 3600
 
 
 def identity_source(mode: AuthMode) -> str:
@@ -146,8 +157,22 @@ class Settings:
         sweep_grace_seconds: age under which the sweep leaves an object or item alone,
             in seconds (``SWEEP_GRACE_SECONDS``, default 3600): a request may still be
             writing it.
-        url_expires_seconds: lifetime of presigned URLs in listings, and the default
-            for views, in seconds (``URL_EXPIRES_SECONDS``, default 900).
+        url_expires_seconds: least lifetime of the URLs in listings after they are handed
+            out, and the default for views, in seconds (``URL_EXPIRES_SECONDS``, default
+            900).
+        url_cache_window_seconds: every URL to an object is the same for every request
+            within one window of this many seconds (``URL_CACHE_WINDOW_SECONDS``, default
+            3600; windows start at multiples of it since the epoch), and lives until the
+            window's end plus its expiry (``chalicelib.urls``).
+        image_url_signer: ``s3`` (default) or ``cloudfront`` (``IMAGE_URL_SIGNER``).
+        cloudfront_domain: the distribution's domain name URLs point at in ``cloudfront``
+            mode (``CLOUDFRONT_DOMAIN``, e.g. ``d111111abcdef8.cloudfront.net``).
+        cloudfront_key_pair_id: id of the CloudFront public key the URLs are signed for
+            (``CLOUDFRONT_KEY_PAIR_ID``).
+        cloudfront_private_key_parameter: name of the SSM SecureString parameter holding
+            the matching RSA private key, PEM (``CLOUDFRONT_PRIVATE_KEY_PARAMETER``).
+        cloudfront_private_key_file: a PEM file with that key instead, for local runs and
+            tests (``CLOUDFRONT_PRIVATE_KEY_FILE``); the parameter wins when both are set.
         s3_public_endpoint_url: endpoint presigned URLs are signed for, when clients
             reach S3 at another address than the service does
             (``S3_PUBLIC_ENDPOINT_URL``; unset means the service's own endpoint).
@@ -176,6 +201,12 @@ class Settings:
     cors_allow_origins: tuple[str, ...] = ()
     sweep_grace_seconds: int = 3600
     url_expires_seconds: int = 900
+    url_cache_window_seconds: int = 3600
+    image_url_signer: UrlSignerKind = "s3"
+    cloudfront_domain: str | None = None
+    cloudfront_key_pair_id: str | None = None
+    cloudfront_private_key_parameter: str | None = None
+    cloudfront_private_key_file: str | None = None
     s3_public_endpoint_url: str | None = None
     auth_mode: AuthMode = "none"
     s3_path_style: bool = False
@@ -186,14 +217,15 @@ class Settings:
 
         Raises:
             ConfigurationError: a required variable is unset, a number is malformed,
-                or ``AUTH_MODE`` is unknown.
+                ``AUTH_MODE`` or ``IMAGE_URL_SIGNER`` is unknown, ``cloudfront`` lacks its
+                domain, key pair id or key, or an ``s3`` URL would outlive 7 days.
         """
         env = os.environ if environ is None else environ
         public_endpoint = env.get("S3_PUBLIC_ENDPOINT_URL") or None
         endpoint_overridden = any(
             env.get(name) for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
         )
-        return cls(
+        settings = cls(
             bucket_name=_required(env, "BUCKET_NAME"),
             table_name=_required(env, "TABLE_NAME"),
             token_secret=_secret(env, "TOKEN_SECRET"),
@@ -207,10 +239,64 @@ class Settings:
             cors_allow_origins=cors_allow_origins(env),
             sweep_grace_seconds=_positive_int(env, "SWEEP_GRACE_SECONDS", 3600),
             url_expires_seconds=_positive_int(env, "URL_EXPIRES_SECONDS", 900),
+            url_cache_window_seconds=_positive_int(env, "URL_CACHE_WINDOW_SECONDS", 3600),
+            image_url_signer=_url_signer(env),
+            cloudfront_domain=env.get("CLOUDFRONT_DOMAIN", "").strip() or None,
+            cloudfront_key_pair_id=env.get("CLOUDFRONT_KEY_PAIR_ID", "").strip() or None,
+            cloudfront_private_key_parameter=(
+                env.get("CLOUDFRONT_PRIVATE_KEY_PARAMETER", "").strip() or None
+            ),
+            cloudfront_private_key_file=env.get("CLOUDFRONT_PRIVATE_KEY_FILE", "").strip() or None,
             s3_public_endpoint_url=public_endpoint,
             auth_mode=auth_mode(env),
             s3_path_style=endpoint_overridden or public_endpoint is not None,
         )
+        settings.check_url_signing()
+        return settings
+
+    def check_url_signing(self) -> None:
+        """Refuse a URL-signing configuration that cannot work.
+
+        Raises:
+            ConfigurationError: ``cloudfront`` without ``CLOUDFRONT_DOMAIN``,
+                ``CLOUDFRONT_KEY_PAIR_ID`` or a key (parameter or file); ``s3`` with a
+                window plus the longest expiry beyond S3's 7 days.
+        """
+        if self.image_url_signer == "cloudfront":
+            missing = [
+                name
+                for name, value in (
+                    ("CLOUDFRONT_DOMAIN", self.cloudfront_domain),
+                    ("CLOUDFRONT_KEY_PAIR_ID", self.cloudfront_key_pair_id),
+                    (
+                        "CLOUDFRONT_PRIVATE_KEY_PARAMETER or CLOUDFRONT_PRIVATE_KEY_FILE",
+                        self.cloudfront_private_key_parameter or self.cloudfront_private_key_file,
+                    ),
+                )
+                if not value
+            ]
+            if missing:
+                raise ConfigurationError(f"IMAGE_URL_SIGNER=cloudfront needs {', '.join(missing)}")
+            return
+        longest = self.url_cache_window_seconds + max(self.url_expires_seconds, MAX_URL_EXPIRES)
+        if longest > S3_PRESIGN_LIMIT_SECONDS:
+            raise ConfigurationError(
+                "URL_CACHE_WINDOW_SECONDS plus URL_EXPIRES_SECONDS (or a view's 3600 s) must "
+                f"be at most {S3_PRESIGN_LIMIT_SECONDS} s (7 days) with IMAGE_URL_SIGNER=s3, "
+                f"got {longest}"
+            )
+
+
+def _url_signer(env: Mapping[str, str]) -> UrlSignerKind:
+    value = env.get("IMAGE_URL_SIGNER", "").strip().lower() or "s3"
+    if value == "s3":
+        return "s3"
+    if value == "cloudfront":
+        return "cloudfront"
+    raise ConfigurationError(
+        f"IMAGE_URL_SIGNER must be one of {', '.join(URL_SIGNERS)}, "
+        f"got {env.get('IMAGE_URL_SIGNER')!r}"
+    )
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

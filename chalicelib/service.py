@@ -2,8 +2,8 @@
 
 - Upload (``POST /images``) and direct uploads (``chalicelib.uploads``) both go through
   the one ingest pipeline (``chalicelib.ingest``): check, process, store, commit.
-- List, view and download read metadata and presign URLs to the original and to each
-  rendition.
+- List, view and download read metadata and hand out signed URLs to the original and to
+  each rendition (``chalicelib.urls``: the same URL for a whole cache window).
 - Edit (``PATCH``) reads the image, applies the patch as version + 1 and writes it in
   one conditional transaction (``ImageMetadataStore.update_image``); a lost race is
   re-read and retried (:data:`MAX_EDIT_ATTEMPTS`), or is a 412 under ``If-Match``; a
@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -49,6 +50,7 @@ from chalicelib.metadata import ImageMetadataStore, ImageRecord
 from chalicelib.pagination import PageTokenCodec
 from chalicelib.storage import ImageStorage
 from chalicelib.uploads import DirectUploads
+from chalicelib.urls import CloudFrontUrlSigner, ObjectUrls, S3UrlSigner, load_private_key
 from chalicelib.validation import (
     IfMatch,
     ImagePatch,
@@ -100,12 +102,16 @@ class AwsClients:
     """The boto3 clients the service uses, created once per process.
 
     ``s3_presigner`` signs URLs only; it differs from ``s3`` when clients reach S3 at a
-    public endpoint that is not the one this process uses.
+    public endpoint that is not the one this process uses. ``credentials`` (botocore's,
+    from the session) sign the ``s3`` mode's URLs; ``ssm`` reads the CloudFront private
+    key, only built when ``IMAGE_URL_SIGNER=cloudfront`` names an SSM parameter.
     """
 
     s3: Any
     dynamodb: Any
     s3_presigner: Any
+    credentials: Any = None
+    ssm: Any = None
 
     @classmethod
     def from_settings(cls, settings: Settings, config: Config | None = None) -> AwsClients:
@@ -129,7 +135,38 @@ class AwsClients:
                 "s3", config=s3_config, endpoint_url=settings.s3_public_endpoint_url
             )
         dynamodb = session.client("dynamodb", config=base)
-        return cls(s3=s3, dynamodb=dynamodb, s3_presigner=presigner)
+        ssm = None
+        if settings.image_url_signer == "cloudfront" and settings.cloudfront_private_key_parameter:
+            ssm = session.client("ssm", config=base)
+        return cls(
+            s3=s3,
+            dynamodb=dynamodb,
+            s3_presigner=presigner,
+            credentials=session.get_credentials(),
+            ssm=ssm,
+        )
+
+
+def object_urls(settings: Settings, clients: AwsClients) -> ObjectUrls:
+    """The URL signer ``IMAGE_URL_SIGNER`` asks for (``chalicelib.urls``). ``cloudfront``
+    reads its private key once per process, when it signs its first URL (a failure
+    there raises ``ValueError``, ``botocore.exceptions.ClientError`` or ``OSError``, see
+    :func:`chalicelib.urls.load_private_key`)."""
+    window = settings.url_cache_window_seconds
+    if settings.image_url_signer == "cloudfront":
+        return CloudFrontUrlSigner(
+            settings.cloudfront_domain or "",
+            settings.cloudfront_key_pair_id or "",
+            functools.partial(
+                load_private_key,
+                clients.ssm,
+                settings.cloudfront_private_key_parameter,
+                settings.cloudfront_private_key_file,
+            ),
+            window,
+        )
+    credentials = clients.credentials or boto3.session.Session().get_credentials()
+    return S3UrlSigner(clients.s3_presigner, settings.bucket_name, window, credentials)
 
 
 @contextmanager
@@ -149,7 +186,10 @@ class ImageService:
         storage: the image bucket.
         metadata: the metadata table.
         settings: limits and defaults (sizes in bytes, expiries in seconds).
-        clock: returns the current time, timezone-aware (tests pass a fixed one).
+        clock: returns the current time, timezone-aware (tests pass a fixed one); URLs
+            are signed for the cache window it falls in.
+        urls: signs the URLs handed out; default: ``s3`` signing with ``storage``'s
+            presigner and the default session's credentials.
     """
 
     def __init__(
@@ -158,8 +198,15 @@ class ImageService:
         metadata: ImageMetadataStore,
         settings: Settings,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        urls: ObjectUrls | None = None,
     ) -> None:
         self.storage = storage
+        self.urls = urls or S3UrlSigner(
+            storage.presigner,
+            storage.bucket,
+            settings.url_cache_window_seconds,
+            boto3.session.Session().get_credentials(),
+        )
         self.metadata = metadata
         self.settings = settings
         self._tokens = PageTokenCodec(settings.token_secret)
@@ -175,6 +222,7 @@ class ImageService:
             ImageStorage(clients.s3, settings.bucket_name, clients.s3_presigner),
             ImageMetadataStore(clients.dynamodb, settings.table_name),
             settings,
+            urls=object_urls(settings, clients),
         )
 
     def upload(self, request: UploadRequest) -> ImageRecord:
@@ -189,11 +237,12 @@ class ImageService:
         """
         return self.ingest.ingest(request, str(uuid.uuid4())).record
 
-    def _with_urls(self, record: ImageRecord, expires_in: int) -> dict[str, Any]:
-        """``record`` as the API shows it, each rendition with a presigned ``url``."""
+    def _with_urls(self, record: ImageRecord, now: datetime, expires_in: int) -> dict[str, Any]:
+        """``record`` as the API shows it, each rendition with a ``url`` signed for the
+        cache window of ``now``, valid at least ``expires_in`` seconds."""
         body = record.to_dict()
         body["renditions"] = [
-            {**rendition, "url": self.storage.presigned_get_url(rendition["s3_key"], expires_in)}
+            {**rendition, "url": self.urls.url(rendition["s3_key"], now, expires_in)}
             for rendition in body["renditions"]
         ]
         return body
@@ -201,8 +250,8 @@ class ImageService:
     def list_images(self, query: ListQuery) -> dict[str, Any]:
         """A page of images, newest first: ``{"items", "count", "next_token"}``.
 
-        Each item is a record plus ``url``, a presigned GET valid
-        ``URL_EXPIRES_SECONDS``.
+        Each item is a record plus ``url``, a signed GET URL that is the same for the
+        whole cache window and valid at least ``URL_EXPIRES_SECONDS`` from now.
 
         Raises:
             InvalidInputError: ``next_token`` is modified or from another query.
@@ -214,11 +263,12 @@ class ImageService:
             start = self._tokens.decode(query.next_token, filters)
         with _reading("listing images"):
             page = self.metadata.list_images(query, start)
+        now = self._clock()
         expires_in = self.settings.url_expires_seconds
         items = [
             {
-                **self._with_urls(record, expires_in),
-                "url": self.storage.presigned_get_url(record.s3_key, expires_in),
+                **self._with_urls(record, now, expires_in),
+                "url": self.urls.url(record.s3_key, now, expires_in),
             }
             for record in page.records
         ]
@@ -241,9 +291,11 @@ class ImageService:
         return record
 
     def view(self, image_id: str, options: ViewOptions) -> dict[str, Any]:
-        """The record plus ``download_url`` and ``expires_in`` (seconds), unless
-        ``metadata_only``; with ``download``, the URL forces an attachment named after
-        the original filename.
+        """The record plus ``download_url`` and ``expires_in`` unless
+        ``metadata_only``; with ``download``, ``download_url`` forces an attachment named
+        after the original filename. The URLs (renditions' too) are the same for the
+        whole cache window; ``expires_in`` is how many seconds from now they keep working:
+        at least the requested ``options.expires_in``, at most that plus one window.
 
         Raises:
             ImageNotFoundError: no such image.
@@ -253,17 +305,21 @@ class ImageService:
             record = self.get_image(image_id)
         body = record.to_dict()
         if not options.metadata_only:
-            body = self._with_urls(record, options.expires_in)
-            body["download_url"] = self.storage.presigned_get_url(
+            now = self._clock()
+            body = self._with_urls(record, now, options.expires_in)
+            body["download_url"] = self.urls.url(
                 record.s3_key,
+                now,
                 options.expires_in,
                 download_filename=record.filename if options.download else None,
             )
-            body["expires_in"] = options.expires_in
+            expires_at = self.urls.expires_at(now, options.expires_in)
+            body["expires_in"] = expires_at - int(now.timestamp())
         return body
 
     def download_url(self, image_id: str) -> str:
-        """A presigned URL that downloads ``image_id`` as an attachment.
+        """A signed URL that downloads ``image_id`` as an attachment, the same for the
+        whole cache window and valid at least ``URL_EXPIRES_SECONDS`` from now.
 
         Raises:
             ImageNotFoundError: no such image.
@@ -271,8 +327,11 @@ class ImageService:
         """
         with _reading("reading the image"):
             record = self.get_image(image_id)
-        return self.storage.presigned_get_url(
-            record.s3_key, self.settings.url_expires_seconds, download_filename=record.filename
+        return self.urls.url(
+            record.s3_key,
+            self._clock(),
+            self.settings.url_expires_seconds,
+            download_filename=record.filename,
         )
 
     def edit(

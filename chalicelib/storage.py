@@ -1,10 +1,11 @@
-"""S3 storage of image bytes, and presigned URLs to them.
+"""S3 storage of image bytes, and presigned POSTs for direct uploads.
 
 Why a wrapper: the service needs a handful of S3 calls with fixed conventions (one
-bucket, keys under ``images/``, attachment disposition on downloads, presigning against
-a public endpoint when clients reach S3 at another address than the Lambda does), and
-tests inject their own clients. Presigning is local computation, so the presigning
-client may point at an address this process cannot reach.
+bucket, keys under ``images/``, long-lived ``Cache-Control`` on every stored image,
+presigning against a public endpoint when clients reach S3 at another address than the
+Lambda does), and tests inject their own clients. Presigning is local computation, so the
+presigning client may point at an address this process cannot reach. GET URLs to the
+objects are ``chalicelib.urls``'.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ KEY_PREFIX = "images/"
 UPLOAD_PREFIX = "uploads/"
 #: Renditions of an image: ``renditions/{image_id}/{version}-{size}.webp``.
 RENDITION_PREFIX = "renditions/"
+#: ``Cache-Control`` of every stored original and rendition: a key names its bytes (the
+#: version in :func:`object_key` and :func:`rendition_key` is their hash), so what a
+#: browser or CDN holds under a URL never goes stale. One year, the longest RFC 9111
+#: caches are asked to honour; ``immutable`` spares revalidation on reload.
+IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 
 def upload_bucket_name() -> str:
@@ -110,22 +116,27 @@ class ImageStorage:
 
     def __init__(self, s3: S3Client, bucket: str, presigner: S3Client | None = None) -> None:
         self._s3 = s3
-        self._presigner = presigner or s3
+        #: The client URLs are signed for (``chalicelib.urls.S3UrlSigner``) and presigned
+        #: POSTs are made with.
+        self.presigner = presigner or s3
         self.bucket = bucket
 
     def put(self, key: str, data: bytes, content_type: str, sha256_hex: str) -> None:
-        """Store ``data`` at ``key`` with its content type and SHA-256 as object metadata."""
+        """Store ``data`` at ``key`` with its content type, :data:`IMMUTABLE_CACHE_CONTROL`
+        and its SHA-256 as object metadata."""
         self._s3.put_object(
             Bucket=self.bucket,
             Key=key,
             Body=data,
             ContentType=content_type,
+            CacheControl=IMMUTABLE_CACHE_CONTROL,
             Metadata={"sha256": sha256_hex},
         )
 
     def copy(self, source: StoredObject, key: str, content_type: str, sha256_hex: str) -> bool:
         """Copy ``source`` to ``key`` inside the bucket (S3 ``CopyObject``: the bytes never
-        leave S3), with its content type and SHA-256 as object metadata, as :meth:`put`.
+        leave S3), with its content type, ``Cache-Control`` and SHA-256 as :meth:`put`
+        (``MetadataDirective="REPLACE"``: nothing of the source's headers is kept).
 
         Only the object :meth:`head` saw is copied (``CopySourceIfMatch`` its ETag), and
         the copy's ETag is compared with it afterwards, because emulators ignore that
@@ -146,6 +157,7 @@ class ImageStorage:
                 CopySourceIfMatch=source.etag,
                 MetadataDirective="REPLACE",
                 ContentType=content_type,
+                CacheControl=IMMUTABLE_CACHE_CONTROL,
                 Metadata={"sha256": sha256_hex},
             )
         except self._s3.exceptions.ClientError as exc:
@@ -205,7 +217,7 @@ class ImageStorage:
             ``{"url": str, "fields": {name: value}}`` as boto3 builds it: the client
             posts every field, then the file as the part ``file``, to ``url``.
         """
-        post: dict[str, Any] = self._presigner.generate_presigned_post(
+        post: dict[str, Any] = self.presigner.generate_presigned_post(
             Bucket=self.bucket,
             Key=key,
             Conditions=[["content-length-range", min_bytes, max_bytes]],
@@ -253,22 +265,6 @@ class ImageStorage:
                 logger.exception(
                     "%s: object %s was not deleted; the sweep will remove it", what, key
                 )
-
-    def presigned_get_url(
-        self, key: str, expires_in: int, download_filename: str | None = None
-    ) -> str:
-        """A presigned GET URL for ``key``, valid ``expires_in`` seconds.
-
-        With ``download_filename``, S3 answers with ``Content-Disposition: attachment``
-        naming that file, so browsers and ``curl -OJ`` save it under that name.
-        """
-        params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
-        if download_filename is not None:
-            params["ResponseContentDisposition"] = attachment_disposition(download_filename)
-        url: str = self._presigner.generate_presigned_url(
-            "get_object", Params=params, ExpiresIn=expires_in
-        )
-        return url
 
     def check(self) -> None:
         """Raise the client's error if the bucket does not answer (for ``/health``)."""

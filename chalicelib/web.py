@@ -5,6 +5,12 @@ an SVG icon), so ``chalice package`` ships them inside the Lambda's ``chalicelib
 the deployed API serves the same page as ``chalice local``. They are read once per
 process (:func:`load_assets`); there is no build step.
 
+Every asset URL carries its content's hash (``assets/app.js?v=3f2a…``): the page's
+references are versioned when it is rendered, and a module's ``import … from "./x.js"``
+when the assets are loaded (:func:`load_assets`). A request whose ``v`` is the asset's
+current version is answered with a one-year ``immutable`` cache, so a reload fetches
+nothing; any other request (an old or no version) with ``no-cache`` and an ``ETag``.
+
 The page is rendered per request only to fill in two values, HTML-escaped:
 
 - ``base_href``: the path the page is served under (``/`` locally, ``/api/`` behind an
@@ -15,10 +21,10 @@ The page is rendered per request only to fill in two values, HTML-escaped:
 
 Content-Security-Policy (:func:`content_security_policy`): scripts and styles only from
 the API itself (no inline script, no ``eval``), images and ``fetch``/XHR from the API
-and from the bucket's origin. The bucket's origin is derived at run time from the
-presigner the service signs URLs with (:func:`bucket_origins`): it signs a throwaway
-URL, which is local computation, and keeps its ``scheme://host[:port]``. That is
-``https://{bucket}.s3.{region}.amazonaws.com`` on AWS, LocalStack's or moto's
+and from the origins the service hands out URLs for. Those are derived at run time
+(:func:`bucket_origins`): a throwaway image URL and a presigned POST are signed, which is
+local computation, and their ``scheme://host[:port]`` kept. That is the CloudFront
+domain or ``https://{bucket}.s3.{region}.amazonaws.com`` on AWS, LocalStack's or moto's
 ``http://127.0.0.1:PORT`` locally, ``S3_PUBLIC_ENDPOINT_URL`` when set, so the policy
 is exactly as wide as the URLs the API hands out, never ``https:`` or ``*``.
 """
@@ -28,8 +34,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import html
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -46,10 +54,16 @@ CONTENT_TYPES: Mapping[str, str] = {
     ".txt": "text/plain; charset=utf-8",
 }
 
-#: Assets are revalidated on every use (``no-cache`` + a strong ``ETag``, a 304 when it
-#: matches): their URLs carry no content hash, so a redeploy is seen at once, and an
-#: unchanged file costs one round trip with no body.
+#: An asset requested at its current version (``?v=`` its hash): cached for a year and
+#: never revalidated; a redeploy that changes it changes the page's URL for it.
+VERSIONED_ASSET_CACHE_CONTROL = "public, max-age=31536000, immutable"
+#: An asset requested without its current version: revalidated on every use
+#: (``no-cache`` + a strong ``ETag``, a 304 when it matches).
 ASSET_CACHE_CONTROL = "no-cache"
+#: A relative module import of a sibling asset: ``from "./name.js"``.
+_IMPORT = re.compile(r"""(from\s+["'])\./([^"'?]+)(["'])""")
+#: A reference to an asset in the page: ``"assets/name"``.
+_PAGE_REFERENCE = re.compile(r'"assets/([^"?]+)"')
 #: The page carries per-request values and is never cached.
 PAGE_CACHE_CONTROL = "no-store"
 
@@ -60,9 +74,9 @@ class Asset:
 
     Attributes:
         name: file name, as in ``/assets/{name}``.
-        body: its text (every asset is UTF-8 text).
+        body: its text (every asset is UTF-8 text), with versioned module imports.
         content_type: the ``Content-Type`` to serve it with.
-        etag: strong validator, the quoted SHA-256 of the bytes (first 32 hex digits).
+        etag: strong validator, the quoted SHA-256 of ``body`` (first 32 hex digits).
     """
 
     name: str
@@ -70,35 +84,74 @@ class Asset:
     content_type: str
     etag: str
 
+    @property
+    def version(self) -> str:
+        """The ``v`` its URLs carry: the ETag's first 16 hex digits."""
+        return self.etag.strip('"')[:16]
+
+    @property
+    def url(self) -> str:
+        """Its versioned, relative URL: ``assets/{name}?v={version}``."""
+        return f"assets/{self.name}?v={self.version}"
+
 
 class UrlSigner(Protocol):
+    """What :func:`bucket_origins` needs of ``chalicelib.urls``' signers."""
+
+    def url(
+        self,
+        key: str,
+        now: datetime,
+        expires_seconds: int,
+        download_filename: str | None = None,
+    ) -> str: ...
+
+
+class PostSigner(Protocol):
     """What :func:`bucket_origins` needs of ``chalicelib.storage.ImageStorage``."""
 
-    def presigned_get_url(
-        self, key: str, expires_in: int, download_filename: str | None = None
-    ) -> str: ...
+    def presigned_post(
+        self, key: str, min_bytes: int, max_bytes: int, expires_in: int
+    ) -> dict[str, Any]: ...
 
 
 @functools.cache
 def load_assets(directory: Path = WEB_DIR) -> Mapping[str, Asset]:
     """Every servable file directly in ``directory``, read once per process.
 
+    A module's ``from "./x.js"`` becomes ``from "./x.js?v={version}"``, so a changed
+    import changes its importer's version too. Files are versioned after what they import
+    (at most one pass per file; an import cycle or a missing file is left unversioned).
+
     Returns:
         ``name -> Asset`` for each file whose extension is in :data:`CONTENT_TYPES`.
     """
-    assets: dict[str, Asset] = {}
+    texts: dict[str, tuple[str, str]] = {}
     for path in sorted(directory.iterdir()):
         content_type = CONTENT_TYPES.get(path.suffix)
-        if not path.is_file() or content_type is None:
-            continue
-        data = path.read_bytes()
-        assets[path.name] = Asset(
-            name=path.name,
-            body=data.decode("utf-8"),
-            content_type=content_type,
-            etag=f'"{hashlib.sha256(data).hexdigest()[:32]}"',
-        )
-    return assets
+        if path.is_file() and content_type is not None:
+            texts[path.name] = (path.read_bytes().decode("utf-8"), content_type)
+    assets: dict[str, Asset] = {}
+    for _ in range(len(texts) + 1):
+        for name, (text, content_type) in texts.items():
+            imports = {match[2] for match in _IMPORT.finditer(text)} & texts.keys()
+            if name in assets or not imports <= assets.keys():
+                continue
+            body = _IMPORT.sub(
+                lambda m: (
+                    f"{m[1]}./{m[2]}?v={assets[m[2]].version}{m[3]}" if m[2] in assets else m[0]
+                ),
+                text,
+            )
+            assets[name] = _asset(name, body, content_type)
+    for name, (text, content_type) in texts.items():
+        assets.setdefault(name, _asset(name, text, content_type))
+    return {name: assets[name] for name in texts}
+
+
+def _asset(name: str, body: str, content_type: str) -> Asset:
+    etag = f'"{hashlib.sha256(body.encode()).hexdigest()[:32]}"'
+    return Asset(name=name, body=body, content_type=content_type, etag=etag)
 
 
 def asset(name: str) -> Asset | None:
@@ -127,8 +180,13 @@ def base_href(context: Mapping[str, Any] | None) -> str:
 
 
 def render_page(auth_mode: str, href: str) -> str:
-    """``index.html`` with ``{{base_href}}`` and ``{{auth_mode}}`` filled in, escaped."""
-    template = load_assets()[PAGE_NAME].body
+    """``index.html`` with ``{{base_href}}`` and ``{{auth_mode}}`` filled in, escaped, and
+    every ``"assets/{name}"`` of an existing asset versioned (:attr:`Asset.url`)."""
+    assets = load_assets()
+    template = _PAGE_REFERENCE.sub(
+        lambda m: f'"{assets[m[1]].url}"' if m[1] in assets else m[0],
+        assets[PAGE_NAME].body,
+    )
     return template.replace("{{base_href}}", html.escape(href, quote=True)).replace(
         "{{auth_mode}}", html.escape(auth_mode, quote=True)
     )
@@ -145,14 +203,19 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{host}{port}"
 
 
-def bucket_origins(storage: UrlSigner) -> tuple[str, ...]:
-    """The origin(s) of the URLs the service hands out for the bucket.
+def bucket_origins(urls: UrlSigner, uploads: PostSigner) -> tuple[str, ...]:
+    """The origins of the URLs the service hands out: images (``urls``: S3 or CloudFront)
+    and direct uploads' presigned POSTs (``uploads``: the bucket), once each.
 
-    Signs a GET URL for a key that need not exist (presigning makes no request) and
-    keeps its origin; a presigned POST goes to the same host.
+    Signs both for a key that need not exist (signing makes no request) and keeps their
+    origins.
     """
-    origin = origin_of(storage.presigned_get_url("csp-probe", 60))
-    return (origin,) if origin else ()
+    probes = (
+        urls.url("csp-probe", datetime.now(UTC), 60),
+        str(uploads.presigned_post("csp-probe", 1, 1, 60)["url"]),
+    )
+    origins = (origin_of(probe) for probe in probes)
+    return tuple(dict.fromkeys(origin for origin in origins if origin))
 
 
 def content_security_policy(extra_origins: Iterable[str] = ()) -> str:
@@ -196,11 +259,13 @@ def page_headers(csp: str) -> dict[str, str]:
     }
 
 
-def asset_headers(found: Asset) -> dict[str, str]:
-    """Response headers of ``GET /assets/{name}`` (200 or 304)."""
+def asset_headers(found: Asset, version: str | None = None) -> dict[str, str]:
+    """Response headers of ``GET /assets/{name}`` (200 or 304); ``version`` is the
+    request's ``v``: the current one gets :data:`VERSIONED_ASSET_CACHE_CONTROL`."""
+    versioned = version == found.version
     return {
         "Content-Type": found.content_type,
-        "Cache-Control": ASSET_CACHE_CONTROL,
+        "Cache-Control": VERSIONED_ASSET_CACHE_CONTROL if versioned else ASSET_CACHE_CONTROL,
         "ETag": found.etag,
         "X-Content-Type-Options": "nosniff",
     }

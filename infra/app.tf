@@ -47,8 +47,16 @@ module "api" {
   rendition_sizes        = join(",", var.rendition_sizes)
   upload_expires_seconds = var.upload_expires_seconds
   url_expires_seconds    = var.url_expires_seconds
-  sweep_grace_seconds    = var.sweep_grace_seconds
-  s3_public_endpoint_url = var.s3_public_endpoint_url
+  # Delivery (cloudfront.tf): CloudFront signed URLs when enabled, else S3 presigned.
+  url_cache_window_seconds = var.url_cache_window_seconds
+  image_url_signer         = var.enable_cloudfront ? "cloudfront" : "s3"
+  cloudfront_domain        = var.enable_cloudfront ? aws_cloudfront_distribution.images[0].domain_name : ""
+  cloudfront_key_pair_id   = var.enable_cloudfront ? aws_cloudfront_public_key.signing[local.cloudfront_signing_key].id : ""
+  # The SSM parameter's name, never its value: the private key stays out of the state.
+  cloudfront_private_key_parameter = var.enable_cloudfront ? "${local.cloudfront_key_parameter_prefix}${local.cloudfront_signing_key}" : ""
+  cloudfront_key_parameter_arn     = "arn:${data.aws_partition.current.partition}:ssm:${var.region}:${data.aws_caller_identity.current.account_id}:parameter${local.cloudfront_key_parameter_prefix}*"
+  sweep_grace_seconds              = var.sweep_grace_seconds
+  s3_public_endpoint_url           = var.s3_public_endpoint_url
   # One variable: the API's CORS_ALLOW_ORIGINS, the bucket's CORS rule (s3.tf), and the
   # CORS headers of API Gateway's own answers (401/403/429, default 4XX/5XX: the first
   # origin listed, or *), which scripts/package_terraform.py puts in the REST API's body.

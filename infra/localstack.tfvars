@@ -11,3 +11,6 @@ require_tls = false
 # LocalStack's S3 (localhost:4566), another origin: allow any on this local emulator. On
 # AWS, list the origins that may use the service (e.g. the API's own URL's origin).
 cors_allow_origins = ["*"]
+# LocalStack's community edition has no CloudFront: images are served by S3 presigned
+# URLs (IMAGE_URL_SIGNER=s3), still the same for a whole URL_CACHE_WINDOW_SECONDS.
+enable_cloudfront = false

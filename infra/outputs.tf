@@ -56,3 +56,13 @@ output "auth_mode" {
     error_message = "auth_mode \"cognito\" needs cognito_user_pool_arn (arn:aws:cognito-idp:REGION:ACCOUNT:userpool/ID)."
   }
 }
+
+output "cloudfront_domain" {
+  description = "Domain of the CloudFront distribution image URLs point at (empty without CloudFront)."
+  value       = var.enable_cloudfront ? aws_cloudfront_distribution.images[0].domain_name : ""
+}
+
+output "cloudfront_private_key_parameter" {
+  description = "SSM SecureString parameter the API reads its CloudFront signing key from (`make keys` writes it; empty without CloudFront)."
+  value       = var.enable_cloudfront ? "${local.cloudfront_key_parameter_prefix}${local.cloudfront_signing_key}" : ""
+}

@@ -1,5 +1,5 @@
-# The image bucket: private (public access blocked, ACLs off), encrypted at rest, TLS
-# only, open to browsers of var.cors_allow_origins for presigned GETs and the direct
+# The image bucket: private (public access blocked, ACLs off; CloudFront reads it through
+# its Origin Access Control, cloudfront.tf), encrypted at rest, TLS only, open to browsers of var.cors_allow_origins for presigned GETs and the direct
 # uploads' presigned POSTs (CORS), and cleaned of abandoned multipart uploads and of
 # direct uploads never completed.
 
@@ -71,11 +71,20 @@ data "aws_iam_policy_document" "images_tls_only" {
   }
 }
 
+# The bucket's one policy: the TLS-only Deny (require_tls) and, with CloudFront, the
+# Allow for that distribution only (cloudfront.tf).
+data "aws_iam_policy_document" "images" {
+  source_policy_documents = concat(
+    var.require_tls ? [data.aws_iam_policy_document.images_tls_only.json] : [],
+    [for document in data.aws_iam_policy_document.images_cloudfront : document.json],
+  )
+}
+
 resource "aws_s3_bucket_policy" "images" {
-  count = var.require_tls ? 1 : 0
+  count = var.require_tls || var.enable_cloudfront ? 1 : 0
 
   bucket = aws_s3_bucket.images.id
-  policy = data.aws_iam_policy_document.images_tls_only.json
+  policy = data.aws_iam_policy_document.images.json
 
   # S3 refuses policies while the public access block is being changed.
   depends_on = [aws_s3_bucket_public_access_block.images]

@@ -119,9 +119,48 @@ variable "sweep_grace_seconds" {
 }
 
 variable "url_expires_seconds" {
-  description = "Lifetime of presigned URLs in listings, and the default for views (URL_EXPIRES_SECONDS)."
+  description = "Least lifetime of the URLs in listings after they are handed out, and the default for views (URL_EXPIRES_SECONDS)."
   type        = number
   default     = 900
+}
+
+variable "url_cache_window_seconds" {
+  description = "Every URL to an object is the same for every request within a window of this many seconds, so browsers and CloudFront reuse what they fetched (URL_CACHE_WINDOW_SECONDS)."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = var.url_cache_window_seconds >= 1 && floor(var.url_cache_window_seconds) == var.url_cache_window_seconds && var.url_cache_window_seconds + 3600 <= 604800
+    error_message = "url_cache_window_seconds must be a whole number of seconds, at most 7 days minus an hour (an S3 presigned URL's limit)."
+  }
+}
+
+variable "enable_cloudfront" {
+  description = "Serve images and renditions through a CloudFront distribution with signed URLs (IMAGE_URL_SIGNER=cloudfront; needs cloudfront_public_key_pems). false: S3 presigned URLs (IMAGE_URL_SIGNER=s3)."
+  type        = bool
+  default     = true
+}
+
+variable "cloudfront_public_key_pems" {
+  description = "Public keys (PEM) CloudFront trusts for signed URLs: one, or two during a rotation (the API signs with the last). `make keys` writes infra/cloudfront_public_key.pem and stores the private key in SSM."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = length(var.cloudfront_public_key_pems) <= 2 && alltrue([for pem in var.cloudfront_public_key_pems : can(regex("^-----BEGIN PUBLIC KEY-----", trimspace(pem)))])
+    error_message = "cloudfront_public_key_pems takes at most two PEM public keys (-----BEGIN PUBLIC KEY-----)."
+  }
+}
+
+variable "cloudfront_price_class" {
+  description = "CloudFront price class: PriceClass_100 (North America, Europe), PriceClass_200 or PriceClass_All."
+  type        = string
+  default     = "PriceClass_100"
+
+  validation {
+    condition     = contains(["PriceClass_100", "PriceClass_200", "PriceClass_All"], var.cloudfront_price_class)
+    error_message = "cloudfront_price_class must be PriceClass_100, PriceClass_200 or PriceClass_All."
+  }
 }
 
 variable "s3_public_endpoint_url" {

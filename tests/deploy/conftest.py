@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from scripts.cloudfront_keys import generate
 from scripts.emulator import MotoServer, start_moto_server
 from scripts.package_terraform import main as post_process
 
@@ -32,6 +33,8 @@ STAGE = "localstack"
 #: What the deploy tests set cors_allow_origins and sweep_grace_seconds to.
 CORS_ORIGINS = ["http://localhost:8000", "https://app.example.com"]
 SWEEP_GRACE_SECONDS = 1
+#: The CloudFront signing key pair of the planned stack (``make keys`` makes one so).
+CLOUDFRONT_PRIVATE_PEM, CLOUDFRONT_PUBLIC_PEM = generate()
 # Output of `terraform init` when the provider cannot be had (no registry, no mirror).
 PROVIDER_UNAVAILABLE = (
     "Failed to query available provider packages",
@@ -151,6 +154,8 @@ def terraform(packaged_infra: Path, moto_server: MotoServer) -> Terraform:
         # The sweep may remove what the deploy tests leave behind within seconds
         # (the default, an hour, would make its test wait that long).
         "TF_VAR_sweep_grace_seconds": str(SWEEP_GRACE_SECONDS),
+        # The full plan has CloudFront (enable_cloudfront defaults to true) with this key.
+        "TF_VAR_cloudfront_public_key_pems": json.dumps([CLOUDFRONT_PUBLIC_PEM]),
     }
     env.pop("AWS_PROFILE", None)
     tf = Terraform(packaged_infra, env, terraform_cli, tflocal, endpoint)
@@ -196,7 +201,10 @@ def not_applicable_on_moto(address: str) -> bool:
     and EventBridge invoke the upload handler and the sweep are applied). The TLS-only
     bucket policy: moto applies a bucket policy's Deny statements without evaluating
     their conditions, so it would refuse every object call, and moto only speaks http
-    anyway.
+    anyway. CloudFront: moto has distributions, OACs, public keys and key groups but no
+    cache policies, and the functions' environment names the distribution, so the stack
+    is applied with ``enable_cloudfront = false`` (``IMAGE_URL_SIGNER=s3``) and the
+    CloudFront wiring is checked on the plan.
     """
     dotted = f".{address}"
     return any(
@@ -206,6 +214,7 @@ def not_applicable_on_moto(address: str) -> bool:
             ".aws_lambda_permission.rest_api_invoke",
             ".aws_lambda_permission.jwt_auth_invoke",
             ".aws_s3_bucket_policy.",
+            ".aws_cloudfront_",
         )
     )
 
@@ -223,6 +232,7 @@ def applied(terraform: Terraform, plan: dict[str, Any]) -> Terraform:
         "-input=false",
         "-no-color",
         "-auto-approve",
+        "-var=enable_cloudfront=false",
         *(f"-target={address}" for address in targets),
         local=True,
     )

@@ -46,8 +46,11 @@ from chalicelib.auth import issue_token
 from chalicelib.config import JwtSettings
 from chalicelib.schema import TTL_ATTRIBUTE, table_definition
 from chalicelib.storage import KEY_PREFIX, RENDITION_PREFIX, UPLOAD_PREFIX
+from chalicelib.urls import DISPOSITION_PARAMETER
+from scripts.cloudfront_keys import fingerprint
 from scripts.package_terraform import API_SWAGGER, GATEWAY_RESPONSES
 from tests.deploy.conftest import (
+    CLOUDFRONT_PUBLIC_PEM,
     CORS_ORIGINS,
     INFRA,
     REGION,
@@ -78,6 +81,10 @@ EXPECTED_PLAN = {
     "aws_s3_bucket_cors_configuration.images[0]",
     "aws_s3_bucket_policy.images[0]",
     "aws_s3_bucket_lifecycle_configuration.images",
+    "aws_cloudfront_origin_access_control.images[0]",
+    "aws_cloudfront_cache_policy.signed_images[0]",
+    "aws_cloudfront_key_group.signing[0]",
+    "aws_cloudfront_distribution.images[0]",
     "aws_dynamodb_table.metadata",
     "aws_cloudwatch_log_group.api",
     "aws_cloudwatch_log_group.authorizer",
@@ -192,6 +199,61 @@ def test_full_configuration_plans(plan: dict[str, Any]) -> None:
     assert plan["planned_values"]["outputs"]["auth_mode"]["value"] == "jwt"
     # require_tls defaults to true: the TLS-only bucket policy is planned (not applied on moto).
     assert "aws_s3_bucket_policy.images[0]" in planned
+
+
+def _planned(plan: dict[str, Any], address: str) -> dict[str, Any]:
+    """The planned ``after`` values of ``address`` (unknowns are absent)."""
+    change = next(c for c in plan["resource_changes"] if c["address"] == address)
+    after: dict[str, Any] = change["change"]["after"]
+    return after
+
+
+def test_cloudfront_is_planned_in_front_of_the_private_bucket(plan: dict[str, Any]) -> None:
+    key = fingerprint(CLOUDFRONT_PUBLIC_PEM)
+    public_key = _planned(plan, f'aws_cloudfront_public_key.signing["{key}"]')
+    assert public_key["encoded_key"].strip() == CLOUDFRONT_PUBLIC_PEM.strip()
+    oac = _planned(plan, "aws_cloudfront_origin_access_control.images[0]")
+    assert (oac["origin_access_control_origin_type"], oac["signing_behavior"]) == ("s3", "always")
+    distribution = _planned(plan, "aws_cloudfront_distribution.images[0]")
+    assert distribution["http_version"] == "http2and3"
+    assert distribution["price_class"] == "PriceClass_100"
+    behaviours = distribution["ordered_cache_behavior"]
+    assert [b["path_pattern"] for b in behaviours] == [f"{KEY_PREFIX}*", f"{RENDITION_PREFIX}*"]
+    assert all(
+        b["compress"] is False for b in [*behaviours, *distribution["default_cache_behavior"]]
+    )
+    (origin,) = distribution["origin"]
+    assert origin["origin_id"] == "images"  # the bucket (known once created), through the OAC
+    policy = _planned(plan, "aws_cloudfront_cache_policy.signed_images[0]")
+    (parameters,) = policy["parameters_in_cache_key_and_forwarded_to_origin"]
+    (queries,) = parameters["query_strings_config"]
+    assert queries["query_string_behavior"] == "whitelist"
+    assert sorted(queries["query_strings"][0]["items"]) == sorted(
+        ["Expires", "Signature", "Key-Pair-Id", DISPOSITION_PARAMETER]
+    )
+    # The API signs with that key, read from SSM by name (the function's environment is
+    # known once the distribution exists; the name is known now).
+    outputs = plan["planned_values"]["outputs"]
+    assert outputs["cloudfront_private_key_parameter"]["value"] == (
+        f"/image-service/localstack/cloudfront-key/{key}"
+    )
+    api = plan["configuration"]["root_module"]["module_calls"]["api"]["expressions"]
+    assert "var.enable_cloudfront" in api["image_url_signer"]["references"]
+    assert "aws_cloudfront_distribution.images" in api["cloudfront_domain"]["references"]
+    assert not any("PRIVATE KEY" in json.dumps(value) for value in api.values())
+    assert "aws_s3_bucket_policy.images[0]" in {c["address"] for c in plan["resource_changes"]}
+    # The bucket policy (read once the distribution exists) joins the TLS statement and
+    # the distribution's: both documents are in the configuration.
+    documents = {
+        resource["address"]
+        for resource in plan["configuration"]["root_module"]["resources"]
+        if resource["mode"] == "data"
+    }
+    assert {
+        "data.aws_iam_policy_document.images",
+        "data.aws_iam_policy_document.images_tls_only",
+        "data.aws_iam_policy_document.images_cloudfront",
+    } <= documents
 
 
 def _swagger_security(packaged_infra: Path) -> dict[str, dict[str, Any]]:
@@ -465,6 +527,10 @@ def test_function_environment_comes_from_terraform(
     assert env["MAX_IMAGE_BYTES"] == "52428800"
     assert env["MAX_IMAGE_PIXELS"] == "50000000"
     assert env["URL_EXPIRES_SECONDS"] == "900"
+    assert env["URL_CACHE_WINDOW_SECONDS"] == "3600"
+    # Applied without CloudFront (moto has no cache policies): S3 signing, no key.
+    assert env["IMAGE_URL_SIGNER"] == "s3"
+    assert env["CLOUDFRONT_DOMAIN"] == env["CLOUDFRONT_PRIVATE_KEY_PARAMETER"] == ""
     assert env["MAX_DECODE_BYTES"] == str(256 * 1024 * 1024)
     assert env["MAX_DECODED_PIXELS"] == "1000000000"
     assert env["MAX_ANIMATION_FRAMES"] == "300"
@@ -540,6 +606,10 @@ def test_function_policy_is_least_privilege(applied: Terraform, function: dict[s
         f"{bucket_arn}/{RENDITION_PREFIX}*": objects,
         table_arn: table_actions,
         f"{table_arn}/index/*": table_actions,
+        # The CloudFront signing keys' SSM parameters (names only reach the function).
+        f"arn:aws:ssm:{REGION}:123456789012:parameter/image-service/localstack/cloudfront-key/*": {
+            "ssm:GetParameter"
+        },
     }
 
 
@@ -823,7 +893,9 @@ def test_deployed_handler_serves_the_api(
     )
     assert view["statusCode"] == 200, view
     viewed = _json(view)
-    assert viewed["image_id"] == image_id and viewed["expires_in"] == 120
+    # Valid at least the 120 s asked for, to the end of the cache window (3600 s) plus that.
+    assert viewed["image_id"] == image_id and 120 <= viewed["expires_in"] <= 3600 + 120
+    assert "X-Amz-Expires=3720&" in viewed["download_url"]
     # Signed for the public endpoint, not the one the function talks to: fetchable as is.
     assert urlsplit(viewed["download_url"]).netloc == public.netloc
     fetched = requests.get(viewed["download_url"], timeout=10)

@@ -14,8 +14,8 @@ from typing import Any
 import boto3
 import pytest
 
-from scripts.emulator import DUMMY_CREDENTIALS
-from scripts.run_local import PROJECT_DIR, chalice_command
+from scripts.emulator import DUMMY_CREDENTIALS, PROJECT_DIR
+from scripts.run_local import chalice_command
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

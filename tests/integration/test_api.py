@@ -261,9 +261,13 @@ def test_view_options(stack: Stack) -> None:
     assert metadata_only["image_id"] == record["image_id"]
     assert metadata_only.get("download_url") is None
 
+    # Valid at least 120 s from now, at most one cache window (3600 s) longer; signed as of
+    # the window's start for the window plus 120 s.
     short = get_json(stack, path, expires_in=120)
-    assert short["expires_in"] == 120
-    assert "Expires=120" in short["download_url"]
+    assert 120 <= short["expires_in"] <= 3600 + 120
+    assert "X-Amz-Expires=3720&" in short["download_url"]
+    # The same URL for every request within the window (a second later, too).
+    assert get_json(stack, path, expires_in=120)["download_url"] == short["download_url"]
 
     attachment = fetch(get_json(stack, path, download="true")["download_url"])
     assert attachment.content == data

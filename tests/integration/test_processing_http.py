@@ -13,6 +13,7 @@ import pytest
 import requests
 from PIL import Image
 
+from chalicelib.storage import IMMUTABLE_CACHE_CONTROL
 from tests.integration.support import Stack
 
 pytestmark = pytest.mark.integration
@@ -88,11 +89,16 @@ def test_a_rotated_geotagged_phone_photo_lists_upright_and_without_its_location(
     for rendition in item["renditions"]:
         fetched = requests.get(rendition["url"], timeout=TIMEOUT)
         assert fetched.status_code == 200
+        # Stored with (and served with) a year-long immutable cache and its own type.
+        assert fetched.headers["Cache-Control"] == IMMUTABLE_CACHE_CONTROL
+        assert fetched.headers["Content-Type"] == "image/webp"
         with Image.open(io.BytesIO(fetched.content)) as image:
             assert image.format == "WEBP"
             assert image.height == rendition["size"] and image.width < image.height  # upright
             assert not image.getexif() and "exif" not in image.info and "xmp" not in image.info
     original = requests.get(item["url"], timeout=TIMEOUT)
+    assert original.headers["Cache-Control"] == IMMUTABLE_CACHE_CONTROL
+    assert original.headers["Content-Type"] == content_type
     with Image.open(io.BytesIO(original.content)) as image:
         exif = image.getexif()
         assert not exif.get_ifd(GPS_IFD)

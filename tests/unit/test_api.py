@@ -130,13 +130,16 @@ def test_view_returns_record_and_presigned_url(client):
         "renditions"
     ]
     assert all(r["url"].startswith("https://") for r in body["renditions"])
-    assert body["expires_in"] == 900
+    # The clock reads 10:30 (conftest.START): the URLs of the 10:00-11:00 window live
+    # until 11:00 + 900 s, that is 2700 s from now; signed as of 10:00 for 3600 + 900 s.
+    assert body["expires_in"] == 1800 + 900
     url = body["download_url"]
     # No endpoint override here, so virtual-hosted style: bucket in the host name.
     assert urlparse(url).hostname.startswith(f"{BUCKET}.s3.")
     assert urlparse(url).path == f"/{record['s3_key']}"
     params = _query(url)
-    assert params["X-Amz-Expires"] == "900"
+    assert params["X-Amz-Expires"] == str(3600 + 900)
+    assert params["X-Amz-Date"] == "20261121T100000Z"
     assert "X-Amz-Signature" in params
     assert "response-content-disposition" not in params
 
@@ -147,8 +150,8 @@ def test_view_expires_in_and_download_disposition(client):
     body = client.http.get(f"/images/{record['image_id']}?expires_in=120&download=true").json_body
 
     params = _query(body["download_url"])
-    assert body["expires_in"] == 120
-    assert params["X-Amz-Expires"] == "120"
+    assert body["expires_in"] == 1800 + 120
+    assert params["X-Amz-Expires"] == str(3600 + 120)
     disposition = params["response-content-disposition"]
     assert disposition.startswith("attachment;")
     assert "filename*=UTF-8''" + "%C3%9Cn%C3%AFcode%20photo.png" in disposition

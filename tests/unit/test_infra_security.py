@@ -17,6 +17,7 @@ from hcl2 import SerializationOptions
 
 from chalicelib.config import MIB, Settings
 from chalicelib.storage import KEY_PREFIX, RENDITION_PREFIX, UPLOAD_PREFIX
+from chalicelib.urls import DISPOSITION_PARAMETER
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -47,10 +48,14 @@ def blocks(kind: str) -> dict[str, Any]:
 
 def test_bucket_policy_denies_every_request_without_tls() -> None:
     policy = blocks("resource")["aws_s3_bucket_policy.images"]
-    assert policy["count"] == "${var.require_tls ? 1 : 0}"
+    assert policy["count"] == "${var.require_tls || var.enable_cloudfront ? 1 : 0}"
     assert blocks("variable")["require_tls"]["default"] is True
     assert policy["bucket"] == "${aws_s3_bucket.images.id}"
-    assert policy["policy"] == "${data.aws_iam_policy_document.images_tls_only.json}"
+    assert policy["policy"] == "${data.aws_iam_policy_document.images.json}"
+    # One policy: the TLS statement when required, the distribution's when enabled.
+    sources = blocks("data")["aws_iam_policy_document.images"]["source_policy_documents"]
+    assert "var.require_tls ? [data.aws_iam_policy_document.images_tls_only.json] : []" in sources
+    assert "data.aws_iam_policy_document.images_cloudfront" in sources
 
     (statement,) = blocks("data")["aws_iam_policy_document.images_tls_only"]["statement"]
     assert statement["effect"] == "Deny"
@@ -223,6 +228,7 @@ DEPLOYED_SETTINGS = {
     "RENDITION_SIZES": ("rendition_sizes", [320, 640, 1080]),
     "UPLOAD_EXPIRES_SECONDS": ("upload_expires_seconds", 3600),
     "URL_EXPIRES_SECONDS": ("url_expires_seconds", 900),
+    "URL_CACHE_WINDOW_SECONDS": ("url_cache_window_seconds", 3600),
     "CORS_ALLOW_ORIGINS": ("cors_allow_origins", []),
     "SWEEP_GRACE_SECONDS": ("sweep_grace_seconds", 3600),
 }
@@ -291,6 +297,9 @@ def test_the_api_function_may_do_what_requests_need_and_no_scan() -> None:
         RENDITIONS: objects,
         TABLE: table_actions,
         f"{TABLE}/index/*": table_actions,
+        # The CloudFront signing key's SSM parameters (cloudfront.tf); the AWS managed
+        # key aws/ssm lets every principal of the account decrypt: no kms:Decrypt.
+        "${var.cloudfront_key_parameter_arn}": {"ssm:GetParameter"},
     }
 
 
@@ -366,3 +375,85 @@ def test_each_function_writes_only_its_own_log_group() -> None:
         ),
         "aws_cloudwatch_log_group.sweep": "/aws/lambda/${local.function_name}-sweep",
     }
+
+
+def test_cloudfront_serves_the_image_paths_signed_from_the_private_bucket() -> None:
+    resources = blocks("resource")
+    local = blocks("locals")
+    # The signed paths are the storage's key prefixes; the cache key holds the canned
+    # policy's parameters and the attachment disposition (chalicelib.urls), nothing else.
+    assert local["cloudfront_signed_paths"] == [f"{KEY_PREFIX}*", f"{RENDITION_PREFIX}*"]
+    assert local["cloudfront_query_keys"] == [
+        "Expires",
+        "Signature",
+        "Key-Pair-Id",
+        DISPOSITION_PARAMETER,
+    ]
+    distribution = resources["aws_cloudfront_distribution.images"]
+    assert distribution["count"] == "${local.cloudfront_enabled ? 1 : 0}"
+    assert distribution["http_version"] == "http2and3"
+    assert distribution["price_class"] == "${var.cloudfront_price_class}"
+    assert blocks("variable")["cloudfront_price_class"]["default"] == "PriceClass_100"
+    (origin,) = distribution["origin"]
+    assert origin["origin_access_control_id"] == (
+        "${aws_cloudfront_origin_access_control.images[0].id}"
+    )
+    (ordered,) = distribution["dynamic"]
+    behaviours = [
+        *distribution["default_cache_behavior"],
+        *ordered["ordered_cache_behavior"]["content"],
+    ]
+    assert ordered["ordered_cache_behavior"]["for_each"] == "${local.cloudfront_signed_paths}"
+    for behaviour in behaviours:
+        assert behaviour["compress"] is False
+        assert behaviour["trusted_key_groups"] == ["${aws_cloudfront_key_group.signing[0].id}"]
+        assert behaviour["allowed_methods"] == ["GET", "HEAD"]
+        assert behaviour["cache_policy_id"] == "${aws_cloudfront_cache_policy.signed_images[0].id}"
+    (key,) = resources["aws_cloudfront_cache_policy.signed_images"][
+        "parameters_in_cache_key_and_forwarded_to_origin"
+    ]
+    assert key["headers_config"] == [{"header_behavior": "none"}]
+    assert key["cookies_config"] == [{"cookie_behavior": "none"}]
+    assert key["query_strings_config"] == [
+        {
+            "query_string_behavior": "whitelist",
+            "query_strings": [{"items": "${local.cloudfront_query_keys}"}],
+        }
+    ]
+    oac = resources["aws_cloudfront_origin_access_control.images"]
+    assert (oac["signing_behavior"], oac["signing_protocol"]) == ("always", "sigv4")
+    # The bucket lets the service principal read only on behalf of this distribution.
+    (statement,) = blocks("data")["aws_iam_policy_document.images_cloudfront"]["statement"]
+    assert statement["actions"] == ["s3:GetObject"]
+    assert statement["principals"] == [
+        {"type": "Service", "identifiers": ["cloudfront.amazonaws.com"]}
+    ]
+    assert statement["condition"] == [
+        {
+            "test": "StringEquals",
+            "variable": "AWS:SourceArn",
+            "values": ["${aws_cloudfront_distribution.images[0].arn}"],
+        }
+    ]
+
+
+def test_cloudfront_is_off_on_localstack_and_its_key_never_in_terraform() -> None:
+    with (INFRA / "localstack.tfvars").open() as handle:
+        tfvars = hcl2.load(handle, serialization_options=_HCL_OPTIONS)
+    assert tfvars["enable_cloudfront"] is False
+    assert blocks("variable")["enable_cloudfront"]["default"] is True
+    module = blocks("module")["api"]
+    assert module["image_url_signer"] == '${var.enable_cloudfront ? "cloudfront" : "s3"}'
+    # Only the parameter's name reaches the functions, and no private key is a variable.
+    assert "cloudfront_key_parameter_prefix" in module["cloudfront_private_key_parameter"]
+    assert not any("private_key_pem" in name for name in blocks("variable"))
+    stage = json.loads((CHALICE / "config.json").read_text())["stages"]["localstack"]
+    env = stage["environment_variables"]
+    for name in (
+        "IMAGE_URL_SIGNER",
+        "CLOUDFRONT_DOMAIN",
+        "CLOUDFRONT_KEY_PAIR_ID",
+        "CLOUDFRONT_PRIVATE_KEY_PARAMETER",
+    ):
+        assert env[name] == f"${{var.{name.lower()}}}"
+        assert blocks("module")["api"][name.lower()]

@@ -984,13 +984,14 @@ def test_view_expires_in_bounds_are_accepted(client, expires_in):
     image_id = upload(client)["image_id"]
     response = client.http.get(f"/images/{image_id}?expires_in={expires_in}&download=true")
     assert response.status_code == 200, response.body
-    assert response.json_body["expires_in"] == expires_in
-    assert f"X-Amz-Expires={expires_in}" in response.json_body["download_url"]
+    # The URL lives until the end of the clock's window (10:30 -> 11:00) + expires_in.
+    assert response.json_body["expires_in"] == 1800 + expires_in
+    assert f"X-Amz-Expires={3600 + expires_in}" in response.json_body["download_url"]
 
 
 def test_view_expires_in_defaults_to_900(client):
     image_id = upload(client)["image_id"]
-    assert client.http.get(f"/images/{image_id}").json_body["expires_in"] == 900
+    assert client.http.get(f"/images/{image_id}").json_body["expires_in"] == 1800 + 900
 
 
 @pytest.mark.parametrize(

@@ -5,17 +5,21 @@ from __future__ import annotations
 import dataclasses
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
 from chalice.test import Client
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 import app as app_module
 from chalicelib import web
 from chalicelib.service import ImageService
 from chalicelib.storage import ImageStorage
+from chalicelib.urls import CloudFrontUrlSigner, S3UrlSigner
 from tests.unit.conftest import BUCKET, SETTINGS
 
 
@@ -133,11 +137,55 @@ def test_csp_names_the_public_endpoint_presigned_urls_point_at(aws: None) -> Non
         endpoint_url="http://127.0.0.1:4566",
         config=Config(s3={"addressing_style": "path"}),
     )
-    origins = web.bucket_origins(ImageStorage(s3, BUCKET, presigner))
+    storage = ImageStorage(s3, BUCKET, presigner)
+    urls = S3UrlSigner(presigner, BUCKET, 3600, boto3.session.Session().get_credentials())
+    origins = web.bucket_origins(urls, storage)
     assert origins == ("http://127.0.0.1:4566",)
     csp = directives(web.content_security_policy(origins))
     assert csp["img-src"][:2] == ["'self'", "http://127.0.0.1:4566"]
     assert csp["connect-src"] == ["'self'", "http://127.0.0.1:4566"]
+
+
+def test_csp_names_the_cloudfront_domain_for_images_and_the_bucket_for_uploads(
+    aws: None,
+) -> None:
+    s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}))
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    urls = CloudFrontUrlSigner("d111111abcdef8.cloudfront.net", "K2JCJMDEHXQW5F", lambda: pem, 3600)
+    origins = web.bucket_origins(urls, ImageStorage(s3, BUCKET))
+    assert origins == ("https://d111111abcdef8.cloudfront.net", "https://s3.amazonaws.com")
+
+
+def test_assets_at_their_current_version_are_cached_for_a_year(client: Client) -> None:
+    page = client.http.get("/").body.decode()
+    for name in ("app.js", "blurhash.js", "style.css", "favicon.svg"):
+        found = web.load_assets()[name]
+        assert len(found.version) == 16 and found.etag.startswith(f'"{found.version}')
+        response = client.http.get(f"/{found.url}")
+        assert response.status_code == 200
+        assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert response.body == found.body.encode()
+        stale = client.http.get(f"/assets/{name}?v=0123456789abcdef")
+        assert stale.headers["Cache-Control"] == "no-cache"
+        if name != "blurhash.js":
+            assert f'"{found.url}"' in page  # the page asks for the current version
+    # The module import is versioned too, so a changed blurhash.js changes app.js's URL.
+    blurhash = web.load_assets()["blurhash.js"]
+    assert f'from "./blurhash.js?v={blurhash.version}"' in web.load_assets()["app.js"].body
+
+
+def test_a_changed_import_changes_its_importers_version(tmp_path: Path) -> None:
+    (tmp_path / "a.js").write_text('import { b } from "./b.js";\n')
+    (tmp_path / "b.js").write_text("export const b = 1;\n")
+    first = web.load_assets(tmp_path)
+    (tmp_path / "b.js").write_text("export const b = 2;\n")
+    second = web.load_assets.__wrapped__(tmp_path)
+    assert first["a.js"].version != second["a.js"].version
+    assert second["a.js"].body == f'import {{ b }} from "./b.js?v={second["b.js"].version}";\n'
 
 
 def test_origin_of() -> None:
@@ -165,7 +213,7 @@ def test_assets_are_served_with_their_type_and_a_validator(
     assert response.status_code == 200
     assert response.headers["Content-Type"] == content_type
     assert response.headers["Cache-Control"] == "no-cache"
-    assert response.body == (web.WEB_DIR / name).read_bytes()
+    assert response.body == web.load_assets()[name].body.encode()
     etag = response.headers["ETag"]
     again = client.http.get(f"/assets/{name}", headers={"If-None-Match": etag})
     assert again.status_code == 304
@@ -194,7 +242,7 @@ def test_everything_the_page_loads_is_an_asset_of_the_app(client: Client) -> Non
         assert client.http.get(f"/{url}").status_code == 200
     for name, found in web.load_assets().items():
         if name.endswith(".js"):
-            for imported in re.findall(r"""from\s+["']\./([^"']+)["']""", found.body):
+            for imported in re.findall(r"""from\s+["']\./([^"'?]+)\?v=""", found.body):
                 assert imported in web.load_assets(), (name, imported)
 
 
