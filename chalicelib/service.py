@@ -126,6 +126,8 @@ class ImageService:
         metadata: the metadata table.
         settings: limits and defaults (sizes in bytes, expiries in seconds).
         clock: returns the current time, timezone-aware (tests pass a fixed one).
+        sleep: pauses for a number of seconds: ``complete``'s wait for another
+            arrival's outcome (tests pass one that does not sleep).
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class ImageService:
         metadata: ImageMetadataStore,
         settings: Settings,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.storage = storage
         self.metadata = metadata
@@ -141,7 +144,7 @@ class ImageService:
         self._tokens = PageTokenCodec(settings.token_secret)
         self._clock = clock
         self.ingest = Ingest(storage, metadata, ImageLimits.from_settings(settings), clock)
-        self.uploads = DirectUploads(storage, metadata, self.ingest, settings, clock)
+        self.uploads = DirectUploads(storage, metadata, self.ingest, settings, clock, sleep)
 
     @classmethod
     def from_settings(cls, settings: Settings, clients: AwsClients | None = None) -> ImageService:
