@@ -372,17 +372,22 @@ class DirectUploads:
         holder = uuid.uuid4().hex
         now = self._now_epoch()
         until = now + self.settings.upload_lease_seconds
+        outcome = "the upload is still pending; retry"
+        failure: Exception | None = None
         try:
             if self.metadata.take_upload_lease(upload.upload_id, holder, now, until):
                 return holder, upload
         except AWS_CALL_FAILURES as exc:
             if not may_have_taken_effect(exc):
-                outcome = "the upload is still pending; retry"
                 raise DependencyError("dynamodb", "claiming the upload", exc, outcome) from exc
             logger.warning("upload %s: the lease write's answer was lost", upload.upload_id)
+            failure = exc
         latest = self._get(upload.upload_id)
         if latest.status == "pending" and latest.lease_holder == holder:
             return holder, latest
+        if failure is not None and latest.status == "pending" and not latest.lease_held(now):
+            # Our write did not land, and nobody else's did: a failure, not a holder.
+            raise DependencyError("dynamodb", "claiming the upload", failure, outcome)
         return None, latest
 
     def _release_lease(self, upload_id: str, holder: str) -> None:
