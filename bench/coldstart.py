@@ -21,7 +21,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Modules whose presence after ``import app`` is reported (heavy, needed by uploads only).
-WATCHED = ("PIL", "python_multipart")
+WATCHED = ("PIL", "python_multipart", "jwt", "yaml", "cryptography")
 
 
 @dataclass
