@@ -160,6 +160,14 @@ def render(results: dict[str, Any]) -> str:
         from bench.imaging import render as render_imaging
 
         lines += render_imaging(results["imaging"])
+    if results.get("webp_method"):
+        from bench.webp_method import render as render_webp_method
+
+        lines += render_webp_method(results["webp_method"])
+    if results.get("processing_cpu"):
+        from bench.processing_cpu import render as render_processing_cpu
+
+        lines += render_processing_cpu(results["processing_cpu"])
     lines += ["## Targets", ""]
     lines += _table(
         ["target", "result", "measured"],
