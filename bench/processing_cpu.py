@@ -179,6 +179,7 @@ def measure_processing_cpu(uploads: int = 5) -> dict[str, Any]:
         try:
             _post_image(server.api, data)  # warm-up: Pillow and its plugins imported
             _direct(server.api, data)
+            server.events_drained()
             idle_before = server.cpu()
             time.sleep(5)
             idle_rate = (server.cpu()["delivery"] - idle_before["delivery"]) / 5
