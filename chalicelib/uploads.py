@@ -10,9 +10,20 @@ size, that it arrived before the expiry) and gives it to the one ingest pipeline
 refused object moves it to ``rejected`` (conditional on ``pending`` too), so whatever
 calls first decides, and every later call answers the same.
 
+Each upload is processed once: before reading the object, :meth:`DirectUploads.finish`
+claims the work with a conditional processing lease on the upload item (holder id and
+expiry, ``UPLOAD_LEASE_SECONDS``; :meth:`ImageMetadataStore.take_upload_lease`). A
+second arrival does not decode: ``complete`` polls the item for the holder's outcome
+(:data:`WAIT_DELAYS`, 20 s) and answers it, or :class:`UploadInProgress` (202); the S3
+event and the sweep return. A holder that fails gives the lease back; one that dies
+leaves it to expire, and the next arrival takes the work over. The commit still
+conditions on ``pending``, so a holder that outlives its lease cannot make a second
+image.
+
 Upload item states: ``pending`` -> ``ready`` | ``rejected`` | ``expired``, each move a
-conditional write from ``pending``. The object under ``uploads/`` is deleted once the
-upload has left ``pending``; a lifecycle rule and the sweep remove what a crash leaves.
+conditional write from ``pending`` (which also drops the lease). The object under
+``uploads/`` is deleted once the upload has left ``pending``; a lifecycle rule and the
+sweep remove what a crash leaves.
 """
 
 from __future__ import annotations
