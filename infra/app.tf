@@ -45,6 +45,7 @@ module "api" {
   max_animation_frames   = var.max_animation_frames
   rendition_sizes        = join(",", var.rendition_sizes)
   upload_expires_seconds = var.upload_expires_seconds
+  upload_lease_seconds   = var.upload_lease_seconds
   url_expires_seconds    = var.url_expires_seconds
   sweep_grace_seconds    = var.sweep_grace_seconds
   s3_public_endpoint_url = var.s3_public_endpoint_url
