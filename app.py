@@ -43,6 +43,7 @@ from chalicelib.openapi import openapi_document
 from chalicelib.service import ImageService
 from chalicelib.storage import UPLOAD_PREFIX, upload_bucket_name
 from chalicelib.sweep import Sweep
+from chalicelib.uploads import COMPLETE_RETRY_AFTER_SECONDS, UploadInProgress
 from chalicelib.validation import (
     entity_tag,
     parse_if_match,
@@ -289,8 +290,19 @@ def upload_status(upload_id: str) -> dict[str, Any]:
     content_types=["application/json", "application/x-www-form-urlencoded", "text/plain"],
 )
 def complete_upload(upload_id: str) -> Response:
-    """Process the uploaded object now: 201 with the record (200 if already completed)."""
+    """Process the uploaded object now: 201 with the record (200 if already completed,
+    or by the arrival that held the work); 202 with the upload's status when that one
+    is still processing it after the wait, pointing at ``GET /uploads/{id}``."""
     ingested = image_service().uploads.complete(upload_id, _caller())
+    if isinstance(ingested, UploadInProgress):
+        return Response(
+            body=ingested.status,
+            status_code=202,
+            headers={
+                "Location": f"/uploads/{upload_id}",
+                "Retry-After": str(COMPLETE_RETRY_AFTER_SECONDS),
+            },
+        )
     record = ingested.record
     return Response(
         body=record.to_dict(),

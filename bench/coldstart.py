@@ -21,7 +21,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Modules whose presence after ``import app`` is reported (heavy, needed by uploads only).
-WATCHED = ("PIL", "python_multipart")
+WATCHED = ("PIL", "python_multipart", "jwt", "yaml", "cryptography")
 
 
 @dataclass
@@ -29,7 +29,9 @@ class ColdStart:
     """``import_ms``: median cumulative import time of ``app`` over ``runs`` processes;
     ``heaviest``: its direct imports by cumulative time (ms), heaviest first;
     ``loaded``: whether each of :data:`WATCHED` is in ``sys.modules`` after the import;
-    ``package_mib``: size of ``deployment.zip`` (None when not built, see ``package_note``).
+    ``package_mib``: size of ``deployment.zip`` (None when not built, see ``package_note``);
+    ``bare_ms``: the same for a bare Chalice app (one ``Chalice(...)``, no routes), the
+    floor ``import app`` is compared with.
     """
 
     import_ms: float
@@ -38,11 +40,13 @@ class ColdStart:
     loaded: dict[str, bool] = field(default_factory=dict)
     package_mib: float | None = None
     package_note: str = ""
+    bare_ms: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The figures as a JSON object."""
         return {
             "import_app_ms_median": round(self.import_ms, 1),
+            "bare_chalice_app_ms_median": None if self.bare_ms is None else round(self.bare_ms, 1),
             "runs": self.runs,
             "heaviest_direct_imports_ms": {name: round(ms, 1) for name, ms in self.heaviest},
             "loaded_after_import_app": self.loaded,
@@ -106,6 +110,22 @@ def measure_cold_start(runs: int, package: bool) -> ColdStart:
         if run:
             times.append(ms)
             heaviest = children[:5]
+    bare: list[float] = []
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "bare_app.py").write_text(
+            'from chalice import Chalice\n\napp = Chalice(app_name="bare")\n'
+        )
+        for run in range(runs + 1):
+            done = subprocess.run(
+                [sys.executable, "-X", "importtime", "-c", "import bare_app"],
+                cwd=folder,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            if run:
+                bare.append(parse_importtime(done.stderr, "bare_app")[0])
     probe = "import json, sys, app; print(json.dumps({m: m in sys.modules for m in %r}))"
     loaded = subprocess.run(
         [sys.executable, "-c", probe % (WATCHED,)],
@@ -120,6 +140,7 @@ def measure_cold_start(runs: int, package: bool) -> ColdStart:
         runs=runs,
         heaviest=heaviest,
         loaded=json.loads(loaded.stdout),
+        bare_ms=statistics.median(bare),
     )
     if package:
         result.package_mib, result.package_note = package_size(env)

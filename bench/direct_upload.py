@@ -54,6 +54,7 @@ from PIL import Image
 
 from chalicelib import imaging
 from chalicelib.config import Settings
+from chalicelib.ingest import Ingested
 from chalicelib.schema import create_table
 from chalicelib.service import AwsClients, ImageService
 from chalicelib.validation import parse_upload_start
@@ -444,6 +445,7 @@ class _Bench:
             began = time.perf_counter()
             ingested = self.service.uploads.complete(started["upload_id"], USER)
             complete_s = time.perf_counter() - began
+        assert isinstance(ingested, Ingested), "nothing else processes the bench's uploads"
         phases = self.phases.take()
         self.service.delete(ingested.record.image_id, USER)
         return Run(
@@ -487,6 +489,7 @@ class _Bench:
             peak = tracemalloc.get_traced_memory()[1] - floor
         finally:
             tracemalloc.stop()
+        assert isinstance(ingested, Ingested), "nothing else processes the bench's uploads"
         self.service.delete(ingested.record.image_id, USER)
         return peak
 

@@ -150,6 +150,7 @@ def render(results: dict[str, Any]) -> str:
             f"- `python -X importtime -c 'import app'`: {cold['import_app_ms_median']:.0f} ms "
             f"(median of {cold['runs']} fresh processes); heaviest direct imports (ms): "
             f"{heaviest}",
+            _bare_app_line(cold),
             f"- after `import app`: {loaded}",
             "- `deployment.zip`: "
             + (f"{package:.2f} MiB ({cold['deployment_zip_note']})" if package else "")
@@ -164,6 +165,14 @@ def render(results: dict[str, Any]) -> str:
         from bench.delivery import render as render_delivery
 
         lines += render_delivery(results["delivery"])
+    if results.get("webp_method"):
+        from bench.webp_method import render as render_webp_method
+
+        lines += render_webp_method(results["webp_method"])
+    if results.get("processing_cpu"):
+        from bench.processing_cpu import render as render_processing_cpu
+
+        lines += render_processing_cpu(results["processing_cpu"])
     lines += ["## Targets", ""]
     lines += _table(
         ["target", "result", "measured"],
@@ -241,3 +250,12 @@ def _direct_uploads(rows: list[dict[str, Any]]) -> list[str]:
     )
     lines.append("")
     return lines
+
+
+def _bare_app_line(cold: dict[str, Any]) -> str:
+    """The cold-start section's comparison with a bare Chalice app."""
+    bare = cold.get("bare_chalice_app_ms_median")
+    if not bare:
+        return "- a bare Chalice app: not measured"
+    ratio = cold["import_app_ms_median"] / bare
+    return f"- a bare Chalice app: {bare:.0f} ms (`import app` is {ratio:.1f}x)"

@@ -9,10 +9,13 @@
 3. Cold start: ``python -X importtime -c "import app"`` in fresh processes, and the
    size of the ``deployment.zip`` that ``chalice package`` builds.
 4. Image processing (``bench/imaging.py``): ``chalicelib.imaging.process`` against
-   libvips' ``vipsthumbnail`` on a 12 MP JPEG, a 24 MP PNG, a HEIC and an animated GIF.
+   libvips' ``vipsthumbnail`` on a 12 MP JPEG, a 24 MP PNG, a HEIC and an animated GIF;
+   then WebP ``method`` 2..6: CPU, rendition bytes and SSIM (``bench/webp_method.py``).
 5. Direct uploads (moto's server, real HTTP; ``bench/direct_upload.py``): ``POST
    /uploads`` and ``complete`` around the client's presigned POST, against a bare
-   presigned POST of the same bytes, at 1, 5, 20 and 50 MB; ingest's peak memory.
+   presigned POST of the same bytes, at 1, 5, 20 and 50 MB; ingest's peak memory; then
+   processing CPU per upload against ``make run``'s processes, direct upload with
+   ``complete`` against ``POST /images`` (``bench/processing_cpu.py``).
 6. Delivery (``make run``'s script in headless Chromium; ``bench/delivery.py``): image
    bytes and requests of a 40-image gallery's first visit, reload and scroll back, with
    the cache window and with a new URL per listing; the same listing from two
@@ -75,7 +78,10 @@ from bench.listing import (
     short_pages,
 )
 from bench.moto_speedups import faster_moto
+from bench.processing_cpu import measure_processing_cpu
+from bench.processing_cpu import target as processing_cpu_goal
 from bench.upload import measure_uploads
+from bench.webp_method import measure_webp_methods
 from chalicelib.config import Settings
 from chalicelib.schema import create_table
 from chalicelib.service import AwsClients, ImageService
@@ -285,6 +291,8 @@ def evaluate(results: dict[str, Any], limit: int) -> list[dict[str, Any]]:
         targets.append(imaging_target)
     targets += direct_upload.evaluate(results)
     targets += delivery.evaluate(results)
+    if results.get("processing_cpu"):
+        targets.append(processing_cpu_goal(results["processing_cpu"]))
     runtime = results["run"]["runtime_s"]
     add(f"whole run under {MAX_RUNTIME_S:.0f} s", runtime < MAX_RUNTIME_S, f"{runtime:.0f} s")
     return targets
@@ -355,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["upload"] = [r.to_json() for r in measure_uploads(args.upload_runs)]
     if not (args.skip_upload or args.skip_direct_upload):
         results["direct_upload"] = direct_upload.run(args, progress)
+        progress("processing CPU: direct upload + complete vs POST /images against make run …")
+        results["processing_cpu"] = measure_processing_cpu()
     if not args.skip_cold_start:
         progress("cold start: python -X importtime -c 'import app' …")
         cold = measure_cold_start(args.cold_start_runs, package=not args.skip_package)
@@ -362,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_imaging:
         progress("image processing: 12 MP JPEG, 24 MP PNG, HEIC, GIF vs vipsthumbnail …")
         results["imaging"] = measure_imaging(args.imaging_runs)
+        progress("WebP method 2..6: CPU, bytes, SSIM …")
+        results["webp_method"] = measure_webp_methods(args.imaging_runs)
     if not args.skip_delivery:
         results["delivery"] = delivery.measure_delivery(args.delivery_images, progress)
     results["run"]["runtime_s"] = time.perf_counter() - began

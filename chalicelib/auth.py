@@ -26,12 +26,11 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import jwt
-
 from chalicelib.config import AuthMode, JwtSettings, auth_mode
 from chalicelib.validation import USER_ID_PATTERN
 
 if TYPE_CHECKING:
+    import jwt
     from chalice.local import LocalGatewayException as _GatewayException
 else:
     try:  # chalice local and chalice.test answer a LocalGatewayException with its CODE
@@ -49,16 +48,28 @@ LEEWAY_SECONDS = 10
 #: Longest lifetime :func:`issue_token` signs, in seconds (1 day): dev tokens only.
 MAX_TTL_SECONDS = 86_400
 
-_REASONS: list[tuple[type[jwt.InvalidTokenError], str]] = [
-    # Subclasses before their bases: the first match wins.
-    (jwt.ExpiredSignatureError, "token has expired"),
-    (jwt.ImmatureSignatureError, "token is not valid yet (nbf or iat in the future)"),
-    (jwt.InvalidSignatureError, "token signature does not verify"),
-    (jwt.InvalidAlgorithmError, f"token algorithm must be {ALGORITHM}"),
-    (jwt.InvalidIssuerError, "token issuer (iss) is not accepted"),
-    (jwt.InvalidAudienceError, "token audience (aud) is not accepted"),
-    (jwt.DecodeError, "not a well-formed JWT"),
-]
+
+def _pyjwt() -> Any:
+    """PyJWT, imported on first use: only ``AUTH_MODE=jwt`` verifies tokens, and the
+    import (with ``cryptography``'s) would otherwise be paid by every cold start."""
+    import jwt  # deferred on purpose, see the docstring
+
+    return jwt
+
+
+def _reason(error: jwt.InvalidTokenError) -> str:
+    """Why PyJWT refused a token, in words (subclasses before their bases)."""
+    pyjwt = _pyjwt()
+    reasons: list[tuple[type[jwt.InvalidTokenError], str]] = [
+        (pyjwt.ExpiredSignatureError, "token has expired"),
+        (pyjwt.ImmatureSignatureError, "token is not valid yet (nbf or iat in the future)"),
+        (pyjwt.InvalidSignatureError, "token signature does not verify"),
+        (pyjwt.InvalidAlgorithmError, f"token algorithm must be {ALGORITHM}"),
+        (pyjwt.InvalidIssuerError, "token issuer (iss) is not accepted"),
+        (pyjwt.InvalidAudienceError, "token audience (aud) is not accepted"),
+        (pyjwt.DecodeError, "not a well-formed JWT"),
+    ]
+    return next((text for cls, text in reasons if isinstance(error, cls)), "invalid token")
 
 
 class TokenRejectedError(Exception):
@@ -119,8 +130,9 @@ def verify_token(token: str, settings: JwtSettings) -> str:
     Raises:
         TokenRejectedError: the token fails any of those checks; the message says which.
     """
+    pyjwt = _pyjwt()
     try:
-        claims: dict[str, Any] = jwt.decode(
+        claims: dict[str, Any] = pyjwt.decode(
             token,
             settings.secret,
             algorithms=[ALGORITHM],
@@ -129,11 +141,10 @@ def verify_token(token: str, settings: JwtSettings) -> str:
             leeway=LEEWAY_SECONDS,
             options={"require": list(REQUIRED_CLAIMS)},
         )
-    except jwt.MissingRequiredClaimError as exc:
+    except pyjwt.MissingRequiredClaimError as exc:
         raise TokenRejectedError(f"token has no {exc.claim!r} claim") from None
-    except jwt.InvalidTokenError as exc:
-        reason = next((text for cls, text in _REASONS if isinstance(exc, cls)), "invalid token")
-        raise TokenRejectedError(reason) from None
+    except pyjwt.InvalidTokenError as exc:
+        raise TokenRejectedError(_reason(exc)) from None
     subject = claims["sub"]
     if not isinstance(subject, str) or not USER_ID_PATTERN.fullmatch(subject):
         raise TokenRejectedError("token subject (sub) is not a valid user_id")
@@ -183,7 +194,8 @@ def issue_token(
         "iat": issued,
         "exp": issued + ttl_seconds,
     }
-    return jwt.encode(claims, settings.secret, algorithm=ALGORITHM)
+    token: str = _pyjwt().encode(claims, settings.secret, algorithm=ALGORITHM)
+    return token
 
 
 def declares_authorizer(environ: Mapping[str, str] | None = None) -> bool:

@@ -151,6 +151,11 @@ class Settings:
             (``RENDITION_SIZES``, comma-separated, default ``320,640,1080``).
         upload_expires_seconds: lifetime of a direct upload's presigned POST and of its
             pending item, in seconds (``UPLOAD_EXPIRES_SECONDS``, default 3600).
+        upload_lease_seconds: how long whoever processes a direct upload (``complete``,
+            the S3 event, the sweep) holds it before another may take it over, in
+            seconds (``UPLOAD_LEASE_SECONDS``, default 180: longer than the timeout of
+            every function that processes uploads, 120 s for the S3-event handler,
+            so a live holder never loses it and a dead one's expires).
         cors_allow_origins: origins browsers may call the API and the bucket from
             (``CORS_ALLOW_ORIGINS``, comma-separated, ``*`` allowed; empty, the
             default, means same origin only).
@@ -198,6 +203,7 @@ class Settings:
     max_animation_frames: int = 300
     rendition_sizes: tuple[int, ...] = (320, 640, 1080)
     upload_expires_seconds: int = 3600
+    upload_lease_seconds: int = 180
     cors_allow_origins: tuple[str, ...] = ()
     sweep_grace_seconds: int = 3600
     url_expires_seconds: int = 900
@@ -236,6 +242,7 @@ class Settings:
             max_animation_frames=_positive_int(env, "MAX_ANIMATION_FRAMES", 300),
             rendition_sizes=_sizes(env, "RENDITION_SIZES", (320, 640, 1080)),
             upload_expires_seconds=_positive_int(env, "UPLOAD_EXPIRES_SECONDS", 3600),
+            upload_lease_seconds=_positive_int(env, "UPLOAD_LEASE_SECONDS", 180),
             cors_allow_origins=cors_allow_origins(env),
             sweep_grace_seconds=_positive_int(env, "SWEEP_GRACE_SECONDS", 3600),
             url_expires_seconds=_positive_int(env, "URL_EXPIRES_SECONDS", 900),

@@ -189,6 +189,9 @@ def _table_item(item: dict[str, Any]) -> TableItem:
 #: for a pending upload past ``expires_at``).
 UPLOAD_STATUSES = ("pending", "ready", "rejected", "expired")
 UPLOAD_PARTITION_PREFIX = "UPLOAD#"
+#: The upload item's processing lease: who holds it, and until when (epoch seconds).
+_LEASE_ATTRIBUTES = {"holder": "lease_holder", "expires": "lease_expires"}
+_LEASE_NAMES = {"#holder": _LEASE_ATTRIBUTES["holder"], "#lease": _LEASE_ATTRIBUTES["expires"]}
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,13 @@ class UploadRecord:
     created_at: str
     expires_at: str
     error: dict[str, str] | None = None
+    lease_holder: str | None = None
+    lease_expires: int | None = None
+
+    def lease_held(self, now_epoch: int) -> bool:
+        """Whether a processing lease is live at ``now_epoch`` (seconds): someone took the
+        work (:meth:`ImageMetadataStore.take_upload_lease`) and its lease has not expired."""
+        return self.lease_expires is not None and now_epoch < self.lease_expires
 
 
 @dataclass
@@ -318,11 +328,12 @@ class ImageMetadataStore:
             botocore.exceptions.ClientError: any other DynamoDB failure; nothing was
                 written.
         """
-        item = {
-            **_upload_key(upload.upload_id),
-            **asdict(upload),
-            TTL_ATTRIBUTE: expires_at_epoch,
+        fields = {
+            name: value
+            for name, value in asdict(upload).items()
+            if name not in _LEASE_ATTRIBUTES.values()
         }
+        item = {**_upload_key(upload.upload_id), **fields, TTL_ATTRIBUTE: expires_at_epoch}
         self._attempts.maybe_applied = False
         try:
             self._dynamodb.put_item(
@@ -367,22 +378,82 @@ class ImageMetadataStore:
             return False
         return True
 
+    def take_upload_lease(
+        self, upload_id: str, holder: str, now_epoch: int, until_epoch: int
+    ) -> bool:
+        """Claim the processing of a pending upload for ``holder`` until ``until_epoch``
+        (seconds since the epoch), on condition that it is pending and nobody holds a
+        live lease (none, or one that expired at or before ``now_epoch``: its holder
+        died). The pattern of Powertools' idempotency records, on the upload item.
+
+        Returns:
+            Whether this write took the lease (False: the upload is not pending, is
+            gone, or another holder's lease is live; or this holder's own earlier
+            write whose answer was lost took it: the caller re-reads and compares).
+
+        Raises:
+            botocore.exceptions.ClientError, BotoCoreError: any other DynamoDB failure;
+                the write may have been applied when the answer was lost.
+        """
+        try:
+            self._dynamodb.update_item(
+                TableName=self.table_name,
+                Key=_serialize(_upload_key(upload_id)),
+                UpdateExpression="SET #holder = :holder, #lease = :until",
+                ConditionExpression=(
+                    "#status = :pending AND (attribute_not_exists(#lease) OR #lease <= :now)"
+                ),
+                ExpressionAttributeNames={"#status": "status", **_LEASE_NAMES},
+                ExpressionAttributeValues=_serialize(
+                    {
+                        ":pending": "pending",
+                        ":holder": holder,
+                        ":until": until_epoch,
+                        ":now": now_epoch,
+                    }
+                ),
+            )
+        except self._dynamodb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def release_upload_lease(self, upload_id: str, holder: str) -> None:
+        """Give the lease back (``holder`` failed and stops): the next arrival may take
+        the work at once instead of after the expiry. Does nothing when ``holder`` no
+        longer holds it.
+
+        Raises:
+            botocore.exceptions.ClientError, BotoCoreError: any other DynamoDB failure.
+        """
+        try:
+            self._dynamodb.update_item(
+                TableName=self.table_name,
+                Key=_serialize(_upload_key(upload_id)),
+                UpdateExpression="REMOVE #holder, #lease",
+                ConditionExpression="#holder = :holder",
+                ExpressionAttributeNames=_LEASE_NAMES,
+                ExpressionAttributeValues=_serialize({":holder": holder}),
+            )
+        except self._dynamodb.exceptions.ConditionalCheckFailedException:
+            return
+
     def _finish_upload_update(
         self, upload_id: str, status: str, error: dict[str, str] | None
     ) -> dict[str, Any]:
+        """Move the upload out of pending and drop its lease: its work is over."""
         values: dict[str, Any] = {":status": status, ":pending": "pending"}
+        names = {"#status": "status", **_LEASE_NAMES}
         expression = "SET #status = :status"
         if error is not None:
             expression += ", #error = :error"
             values[":error"] = error
+            names["#error"] = "error"
         return {
             "TableName": self.table_name,
             "Key": _serialize(_upload_key(upload_id)),
-            "UpdateExpression": expression,
+            "UpdateExpression": f"{expression} REMOVE #holder, #lease",
             "ConditionExpression": "#status = :pending",
-            "ExpressionAttributeNames": {"#status": "status", "#error": "error"}
-            if error is not None
-            else {"#status": "status"},
+            "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": _serialize(values),
         }
 
@@ -891,6 +962,8 @@ def _upload(item: dict[str, Any]) -> UploadRecord:
         created_at=item["created_at"],
         expires_at=item["expires_at"],
         error=None if error is None else {str(k): str(v) for k, v in error.items()},
+        lease_holder=item.get("lease_holder"),
+        lease_expires=None if item.get("lease_expires") is None else int(item["lease_expires"]),
     )
 
 

@@ -1,8 +1,8 @@
 """The API's OpenAPI 3 document (``chalicelib/openapi.yaml``), served by ``GET /openapi.json``.
 
 The document lives in ``chalicelib/`` so that ``chalice package`` ships it inside the
-Lambda. It is read once per process and cached. This module imports only PyYAML, so
-serving the document does not load Pillow or boto3's clients.
+Lambda. It is read once per process and cached. PyYAML is imported on the first
+request for the document, not when the app is imported: no cold start pays for it.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 DOCUMENT_PATH = Path(__file__).resolve().with_name("openapi.yaml")
 
@@ -24,6 +22,8 @@ def openapi_document() -> dict[str, Any]:
         OSError: the file is missing (a packaging mistake).
         ValueError: the file is not a YAML mapping.
     """
+    import yaml  # deferred: only /openapi.json needs it
+
     with DOCUMENT_PATH.open(encoding="utf-8") as stream:
         document = yaml.safe_load(stream)
     if not isinstance(document, dict):

@@ -13,8 +13,6 @@ import json
 import re
 from typing import Any
 
-import jwt
-
 from chalicelib.errors import InvalidInputError
 
 _ALGORITHM = "HS256"
@@ -34,6 +32,8 @@ class PageTokenCodec:
 
     def encode(self, cursor: str, filters: dict[str, Any]) -> str:
         """A token resuming at ``cursor`` (the next page's first sort key) for ``filters``."""
+        import jwt  # deferred: most cold starts never page
+
         return jwt.encode({"c": cursor, "f": _digest(filters)}, self._secret, algorithm=_ALGORITHM)
 
     def decode(self, token: str, filters: dict[str, Any]) -> str:
@@ -43,6 +43,8 @@ class PageTokenCodec:
             InvalidInputError: (field ``next_token``) the signature does not verify, the
                 token is malformed, or it was issued for other filters.
         """
+        import jwt  # deferred: most cold starts never page
+
         try:
             claims = jwt.decode(token, self._secret, algorithms=[_ALGORITHM])
         except jwt.PyJWTError:

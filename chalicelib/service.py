@@ -190,6 +190,8 @@ class ImageService:
             are signed for the cache window it falls in.
         urls: signs the URLs handed out; default: ``s3`` signing with ``storage``'s
             presigner and the default session's credentials.
+        sleep: pauses for a number of seconds: ``complete``'s wait for another
+            arrival's outcome (tests pass one that does not sleep).
     """
 
     def __init__(
@@ -199,6 +201,7 @@ class ImageService:
         settings: Settings,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         urls: ObjectUrls | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.storage = storage
         self.urls = urls or S3UrlSigner(
@@ -212,7 +215,7 @@ class ImageService:
         self._tokens = PageTokenCodec(settings.token_secret)
         self._clock = clock
         self.ingest = Ingest(storage, metadata, ImageLimits.from_settings(settings), clock)
-        self.uploads = DirectUploads(storage, metadata, self.ingest, settings, clock)
+        self.uploads = DirectUploads(storage, metadata, self.ingest, settings, clock, sleep)
 
     @classmethod
     def from_settings(cls, settings: Settings, clients: AwsClients | None = None) -> ImageService:

@@ -287,9 +287,10 @@ class Sweep:
         that arrived in time are ingested, anything else expires or is rejected.
 
         Returns:
-            False when S3 or DynamoDB failed on the way (``DependencyError``): the
-            upload may still be pending with bytes that arrived in time, so its object
-            must stay for the next run; True otherwise.
+            False when S3 or DynamoDB failed on the way (``DependencyError``) or another
+            arrival holds the upload's processing lease: the upload may still be pending
+            with bytes that arrived in time, so its object must stay for the next run;
+            True otherwise.
         """
         try:
             ingested = self.service.uploads.finish(upload)
@@ -298,8 +299,13 @@ class Sweep:
             return False
         except ImageServiceError as exc:
             logger.info("upload %s ended: %s", upload.upload_id, exc)
-        else:
-            logger.info("upload %s finished as %s", upload.upload_id, ingested.record.image_id)
+            return True
+        if ingested is None:
+            # A live lease: another arrival is processing it now. A dead holder's lease
+            # expires and the next run takes the work over.
+            logger.info("upload %s is being processed; next run again", upload.upload_id)
+            return False
+        logger.info("upload %s finished as %s", upload.upload_id, ingested.record.image_id)
         return True
 
     def _expired(self, upload: UploadRecord) -> bool:

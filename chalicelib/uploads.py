@@ -10,17 +10,30 @@ size, that it arrived before the expiry) and gives it to the one ingest pipeline
 refused object moves it to ``rejected`` (conditional on ``pending`` too), so whatever
 calls first decides, and every later call answers the same.
 
+Each upload is processed once: before reading the object, :meth:`DirectUploads.finish`
+claims the work with a conditional processing lease on the upload item (holder id and
+expiry, ``UPLOAD_LEASE_SECONDS``; :meth:`ImageMetadataStore.take_upload_lease`). A
+second arrival does not decode: ``complete`` polls the item for the holder's outcome
+(:data:`WAIT_DELAYS`, 20 s) and answers it, or :class:`UploadInProgress` (202); the S3
+event and the sweep return. A holder that fails gives the lease back; one that dies
+leaves it to expire, and the next arrival takes the work over. The commit still
+conditions on ``pending``, so a holder that outlives its lease cannot make a second
+image.
+
 Upload item states: ``pending`` -> ``ready`` | ``rejected`` | ``expired``, each move a
-conditional write from ``pending``. The object under ``uploads/`` is deleted once the
-upload has left ``pending``; a lifecycle rule and the sweep remove what a crash leaves.
+conditional write from ``pending`` (which also drops the lease). The object under
+``uploads/`` is deleted once the upload has left ``pending``; a lifecycle rule and the
+sweep remove what a crash leaves.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -59,6 +72,24 @@ FILE_FIELD = "file"
 _WRITE_FAILURES: tuple[type[Exception], ...] = (OutcomeUnknownError, *AWS_CALL_FAILURES)
 #: How often :meth:`DirectUploads.finish` starts over when the object changes under it.
 _MAX_ROUNDS = 3
+#: How long ``complete`` waits for another arrival's outcome, in seconds: well inside
+#: API Gateway's 29 s, with room for the reads and the answer.
+COMPLETE_WAIT_SECONDS = 20.0
+#: The pauses between ``complete``'s polls of the upload item, in seconds: from 0.1 s
+#: doubling to 1 s, summing to :data:`COMPLETE_WAIT_SECONDS`; fixed before any wait runs
+#: (23 polls), so the wait is bounded whatever the clock says.
+WAIT_DELAYS: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8) + (1.0,) * 18 + (0.5,)
+#: ``Retry-After`` of a 202 from ``complete``, in seconds: when to poll
+#: ``GET /uploads/{id}`` (or call ``complete`` again, which waits again).
+COMPLETE_RETRY_AFTER_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class UploadInProgress:
+    """``complete``'s answer when another arrival still processes the upload after the
+    wait (HTTP 202): ``status`` is the upload's ``GET /uploads/{id}`` body."""
+
+    status: dict[str, Any]
 
 
 class DirectUploads:
@@ -68,8 +99,10 @@ class DirectUploads:
         storage: the image bucket (presigned POSTs, the uploaded objects).
         metadata: the metadata table (upload items).
         ingest: the pipeline that turns an uploaded object into an image.
-        settings: ``max_image_bytes``, ``upload_expires_seconds``.
+        settings: ``max_image_bytes``, ``upload_expires_seconds``,
+            ``upload_lease_seconds``.
         clock: the current time, timezone-aware.
+        sleep: pauses for a number of seconds (``complete``'s wait; tests pass their own).
     """
 
     def __init__(
@@ -79,12 +112,14 @@ class DirectUploads:
         ingest: Ingest,
         settings: Settings,
         clock: Callable[[], datetime],
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.storage = storage
         self.metadata = metadata
         self.ingest = ingest
         self.settings = settings
         self._clock = clock
+        self._sleep = sleep
 
     def start(self, start: UploadStart) -> dict[str, Any]:
         """Write a pending upload and answer its presigned POST.
@@ -169,11 +204,18 @@ class DirectUploads:
                 body["status"] = "expired"
         return body
 
-    def complete(self, upload_id: str, caller: str | None) -> Ingested:
+    def complete(self, upload_id: str, caller: str | None) -> Ingested | UploadInProgress:
         """``POST /uploads/{upload_id}/complete``: finish the upload now, as its uploader.
 
+        When another arrival (the S3 event, a concurrent ``complete``) holds the work,
+        this one does not decode: it polls the upload item (strongly consistent reads,
+        :data:`COMPLETE_WAIT_SECONDS` in all) for that one's outcome, and takes the work
+        over if the other's lease expires or is given back meanwhile.
+
         Returns:
-            The image (``created`` False when it was completed before).
+            The image (``created`` False when it was completed before or by the other
+            arrival), or :class:`UploadInProgress` when the other still holds the work
+            at the end of the wait.
 
         Raises:
             UploadNotFoundError: no such upload.
@@ -190,7 +232,18 @@ class DirectUploads:
             raise MissingIdentityError(f"{source}: missing; say who you are to complete an upload")
         if caller != upload.user_id:
             raise NotOwnerError(f"{source}: only the uploader may complete this upload")
-        return self.finish(upload)
+        finished = self.finish(upload)
+        if finished is not None:
+            return finished
+        for delay in WAIT_DELAYS:
+            self._sleep(delay)
+            latest = self._get(upload_id)
+            if latest.status != "pending" or not latest.lease_held(self._now_epoch()):
+                # Settled, or the holder gave the work back or died: answer or take over.
+                finished = self.finish(latest)
+                if finished is not None:
+                    return finished
+        return UploadInProgress(self.status(upload_id))
 
     def on_object_created(self, key: str) -> None:
         """The S3 notification for ``key`` under ``uploads/``: finish that upload.
@@ -218,50 +271,84 @@ class DirectUploads:
         except (ImageNotFoundError, WriteConflictError) as exc:
             logger.info("upload %s: its image was deleted meanwhile (%s)", upload_id, exc)
         else:
-            logger.info("upload %s is image %s", upload_id, ingested.record.image_id)
+            if ingested is None:  # this invocation is done; the holder finishes
+                logger.info("upload %s: another arrival is processing it", upload_id)
+            else:
+                logger.info("upload %s is image %s", upload_id, ingested.record.image_id)
 
-    def finish(self, upload: UploadRecord) -> Ingested:
+    def finish(self, upload: UploadRecord) -> Ingested | None:
         """Finish ``upload`` from whatever state it is in (``complete``, the S3 event
         and the sweep all come here). Raises as :meth:`complete` does, but for the
-        identity checks."""
-        for _ in range(_MAX_ROUNDS):
-            if upload.status != "pending":
-                return self._settled(upload)
-            stored = self._head(upload)
-            if stored is None:
-                # Consumed by an ingest that finished since this one read the item?
-                latest = self._get(upload.upload_id)
-                if latest.status != "pending":
-                    upload = latest
-                    continue
-                if self._past_expiry(upload):
+        identity checks.
+
+        The work is claimed before it is done: a conditional processing lease on the
+        upload item (:meth:`ImageMetadataStore.take_upload_lease`, for
+        ``UPLOAD_LEASE_SECONDS``), taken once the object is known to be there, so one
+        arrival decodes and the others do not.
+
+        Returns:
+            The image, or None when another arrival holds a live lease on the upload
+            (it is processing it now; nothing was done here).
+        """
+        holder: str | None = None  # this call's lease, once taken
+        try:
+            for _ in range(_MAX_ROUNDS):
+                if upload.status != "pending":
+                    return self._settled(upload)
+                if holder is None and upload.lease_held(self._now_epoch()):
+                    return None
+                stored = self._head(upload)
+                if stored is None:
+                    # Consumed by an ingest that finished since this one read the item?
+                    latest = self._get(upload.upload_id)
+                    if latest.status != "pending":
+                        upload = latest
+                        continue
+                    if self._past_expiry(upload):
+                        upload = self._move(upload, "expired", None)
+                        continue
+                    raise UploadNotReceivedError(
+                        f"upload_id: no bytes received yet for {upload.upload_id}: "
+                        "POST them to upload.url with upload.fields first"
+                    )
+                if not self._arrived_in_time(upload, stored):
                     upload = self._move(upload, "expired", None)
                     continue
-                raise UploadNotReceivedError(
-                    f"upload_id: no bytes received yet for {upload.upload_id}: "
-                    "POST them to upload.url with upload.fields first"
-                )
-            if not self._arrived_in_time(upload, stored):
-                upload = self._move(upload, "expired", None)
-                continue
-            try:
-                self._check_object(upload, stored)
-                data = self._read(stored)
-                if data is None:  # replaced or removed since the HEAD: look again
-                    upload = self._get(upload.upload_id)
+                if holder is None:
+                    holder, latest = self._take_lease(upload)
+                    if holder is None:
+                        if latest.status == "pending":
+                            return None
+                        upload = latest
+                        continue
+                try:
+                    self._check_object(upload, stored)
+                    data = self._read(stored)
+                    if data is None:  # replaced or removed since the HEAD: look again
+                        upload = self._get(upload.upload_id)
+                        continue
+                    ingested = self.ingest.ingest(
+                        _as_request(upload, data),
+                        upload.image_id,
+                        expected_sha256=upload.sha256,
+                        upload_id=upload.upload_id,
+                        source=stored,
+                    )
+                except InvalidInputError as exc:
+                    upload = self._move(upload, "rejected", exc)
+                    holder = None  # the move dropped the lease, or another settled it
                     continue
-                ingested = self.ingest.ingest(
-                    _as_request(upload, data),
-                    upload.image_id,
-                    expected_sha256=upload.sha256,
-                    upload_id=upload.upload_id,
-                    source=stored,
-                )
-            except InvalidInputError as exc:
-                upload = self._move(upload, "rejected", exc)
-                continue
-            self.storage.delete_or_log([stored.key], "consumed upload object")
-            return ingested
+                self.storage.delete_or_log([stored.key], "consumed upload object")
+                return ingested
+        except Exception:
+            # A failure leaves the upload pending (or it was settled meanwhile): give the
+            # work back, so a retry need not wait for the lease to expire. A crash skips
+            # this; its lease expires.
+            if holder is not None:
+                self._release_lease(upload.upload_id, holder)
+            raise
+        if holder is not None:
+            self._release_lease(upload.upload_id, holder)
         raise DependencyError(
             "s3",
             "reading the uploaded object",
@@ -313,6 +400,50 @@ class DirectUploads:
             )
         error = upload.error or {"Code": "BadRequestError", "Message": "upload_id: rejected"}
         raise UploadRejectedError(error["Code"], error["Message"])
+
+    def _take_lease(self, upload: UploadRecord) -> tuple[str | None, UploadRecord]:
+        """Claim the processing of ``upload``: ``(holder id, upload)`` when this call
+        took the lease, ``(None, the upload as it now stands)`` when another arrival holds
+        it or the upload left pending.
+
+        A lost answer (this attempt, or one that botocore's retry then found already
+        taken) may still have given us the lease: the item is read again (strongly
+        consistent) and its holder compared with ours.
+
+        Raises:
+            DependencyError: DynamoDB refused the write, or its answer was lost and the
+                item cannot be read.
+        """
+        holder = uuid.uuid4().hex
+        now = self._now_epoch()
+        until = now + self.settings.upload_lease_seconds
+        outcome = "the upload is still pending; retry"
+        failure: Exception | None = None
+        try:
+            if self.metadata.take_upload_lease(upload.upload_id, holder, now, until):
+                return holder, upload
+        except AWS_CALL_FAILURES as exc:
+            if not may_have_taken_effect(exc):
+                raise DependencyError("dynamodb", "claiming the upload", exc, outcome) from exc
+            logger.warning("upload %s: the lease write's answer was lost", upload.upload_id)
+            failure = exc
+        latest = self._get(upload.upload_id)
+        if latest.status == "pending" and latest.lease_holder == holder:
+            return holder, latest
+        if failure is not None and latest.status == "pending" and not latest.lease_held(now):
+            # Our write did not land, and nobody else's did: a failure, not a holder.
+            raise DependencyError("dynamodb", "claiming the upload", failure, outcome)
+        return None, latest
+
+    def _release_lease(self, upload_id: str, holder: str) -> None:
+        """Give back the lease ``holder`` took; a failure is logged (it expires)."""
+        try:
+            self.metadata.release_upload_lease(upload_id, holder)
+        except AWS_CALL_FAILURES:
+            logger.warning("upload %s: releasing the lease failed; it expires", upload_id)
+
+    def _now_epoch(self) -> int:
+        return int(self._clock().timestamp())
 
     def _move(
         self, upload: UploadRecord, status: str, error: InvalidInputError | None

@@ -46,6 +46,7 @@ module "api" {
   max_animation_frames   = var.max_animation_frames
   rendition_sizes        = join(",", var.rendition_sizes)
   upload_expires_seconds = var.upload_expires_seconds
+  upload_lease_seconds   = var.upload_lease_seconds
   url_expires_seconds    = var.url_expires_seconds
   # Delivery (cloudfront.tf): CloudFront signed URLs when enabled, else S3 presigned.
   url_cache_window_seconds = var.url_cache_window_seconds

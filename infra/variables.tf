@@ -107,6 +107,17 @@ variable "upload_expires_seconds" {
   }
 }
 
+variable "upload_lease_seconds" {
+  description = "How long whoever processes a direct upload (complete, the S3 event, the sweep) holds it before another may take it over (UPLOAD_LEASE_SECONDS). Longer than the upload handler's Lambda timeout (120 s), so a live holder never loses it."
+  type        = number
+  default     = 180
+
+  validation {
+    condition     = var.upload_lease_seconds > 120 && floor(var.upload_lease_seconds) == var.upload_lease_seconds
+    error_message = "upload_lease_seconds must be a whole number of seconds above the upload handler's 120 s timeout."
+  }
+}
+
 variable "sweep_grace_seconds" {
   description = "Age in seconds under which the sweep leaves an object or item alone (SWEEP_GRACE_SECONDS): a request may still be writing it."
   type        = number

@@ -33,6 +33,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,6 +61,10 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp", ".heic", "
 MAX_EXIT_STATUS = 125
 #: Seconds to wait for the API to answer one call (processing an image may take a while).
 API_TIMEOUT = 120.0
+#: After a 202 from ``complete``: poll ``GET /uploads/{id}`` this often (seconds), at
+#: most this many times (3 minutes: the processing lease).
+COMPLETE_POLL_SECONDS = 3.0
+COMPLETE_POLLS = 60
 #: Seconds to wait for S3 between bytes of an upload or a download.
 TRANSFER_TIMEOUT = 300.0
 CHUNK_BYTES = 1024 * 1024
@@ -283,8 +288,22 @@ def upload_file(
     """
     started = client.call("POST", "/uploads", body=upload_request(path, client.user, title, tags))
     client.post_to_bucket(started["upload"], path, on_bytes)
-    record: dict[str, Any] = client.call("POST", f"/uploads/{started['upload_id']}/complete")
-    return record
+    upload_id = started["upload_id"]
+    answer: dict[str, Any] = client.call("POST", f"/uploads/{upload_id}/complete")
+    # 202: the S3 event is still processing it; its status says when it is done.
+    for _ in range(COMPLETE_POLLS):
+        if answer.get("status") != "pending":
+            break
+        time.sleep(COMPLETE_POLL_SECONDS)
+        answer = client.call("GET", f"/uploads/{upload_id}")
+    if answer.get("status") == "ready":
+        record: dict[str, Any] = answer["image"]
+        return record
+    if answer.get("status") == "rejected":
+        raise ApiError(400, answer["error"]["Message"])
+    if "status" in answer:
+        raise ApiError(409, f"upload {upload_id} is {answer['status']}")
+    return answer
 
 
 @dataclass

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 #: WebP quality of renditions (Pillow's and libvips' scale, 0-100) and encoder effort.
 WEBP_QUALITY = 80
-WEBP_METHOD = 4
+WEBP_METHOD = 3
 #: Modes Pillow cannot resample: converted (at full size) before resizing.
 CONVERTED_BEFORE_RESIZE = ("P", "PA", "1")
 _TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",

@@ -201,6 +201,22 @@ function postToBucket(upload, file, onProgress) {
   });
 }
 
+/**
+ * The record `complete` answered, or, when it answered 202 (the S3 event is still
+ * processing the upload), the record once `GET /uploads/{id}` says ready: polled every
+ * 3 s for at most 3 minutes (the processing lease).
+ */
+async function finished(id, answer) {
+  for (let poll = 0; answer.status === "pending" && poll < 60; poll += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    answer = await api("GET", `uploads/${id}`);
+  }
+  if (answer.status === "ready") return answer.image;
+  if (answer.status === "rejected") throw new ApiError(400, answer.error.Message);
+  if (answer.status) throw new ApiError(409, `upload ${answer.status}`);
+  return answer;
+}
+
 async function uploadFile(file, row) {
   const start = { filename: file.name, size_bytes: file.size };
   // Only an image type is worth declaring: the service sniffs the bytes anyway, and an
@@ -219,7 +235,8 @@ async function uploadFile(file, row) {
       row.progress(percent);
       row.state(percent < 100 ? `uploading ${percent}%` : "processing");
     });
-    const record = await api("POST", `uploads/${encodeURIComponent(started.upload_id)}/complete`);
+    const id = encodeURIComponent(started.upload_id);
+    const record = await finished(id, await api("POST", `uploads/${id}/complete`));
     row.done(`uploaded: ${record.width}×${record.height}`);
     return record;
   } catch (error) {

@@ -536,6 +536,7 @@ def test_function_environment_comes_from_terraform(
     assert env["MAX_ANIMATION_FRAMES"] == "300"
     assert env["RENDITION_SIZES"] == "320,640,1080"
     assert env["UPLOAD_EXPIRES_SECONDS"] == "3600"
+    assert env["UPLOAD_LEASE_SECONDS"] == "180"
     assert env["CORS_ALLOW_ORIGINS"] == ",".join(CORS_ORIGINS)
     assert env["SWEEP_GRACE_SECONDS"] == str(SWEEP_GRACE_SECONDS)
     assert env["AUTH_MODE"] == "jwt"

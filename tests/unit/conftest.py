@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,21 @@ class FixedClock:
     def __call__(self) -> datetime:
         self.now += timedelta(milliseconds=1)
         return self.now
+
+
+class Sleeps:
+    """The service's ``sleep`` in tests: never sleeps; records each pause asked for
+    (seconds) in ``pauses`` and runs ``then`` (if set) instead, so a test decides what
+    happens while ``complete`` waits (e.g. the arrival it waits for finishes)."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self.then: Callable[[], None] | None = None
+
+    def __call__(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        if self.then is not None:
+            self.then()
 
 
 def image_bytes(fmt: str = "PNG", size: tuple[int, int] = (32, 24), **save: Any) -> bytes:
@@ -87,6 +102,11 @@ def settings() -> Settings:
 
 
 @pytest.fixture
+def sleep() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     use_fake_aws_environment(monkeypatch)
     with mock_aws():
@@ -108,11 +128,13 @@ def aws_clients(aws: None, settings: Settings) -> AwsClients:
 
 
 @pytest.fixture
-def service(aws_clients: AwsClients, clock: FixedClock, settings: Settings) -> ImageService:
-    """The service on :func:`aws_clients`, with ``settings`` and ``clock`` (a module
-    overrides either fixture to change them)."""
+def service(
+    aws_clients: AwsClients, clock: FixedClock, settings: Settings, sleep: Sleeps
+) -> ImageService:
+    """The service on :func:`aws_clients`, with ``settings``, ``clock`` and ``sleep`` (a
+    module overrides any of these fixtures to change them)."""
     wired = ImageService.from_settings(settings, aws_clients)
-    return ImageService(wired.storage, wired.metadata, settings, clock=clock)
+    return ImageService(wired.storage, wired.metadata, settings, clock=clock, sleep=sleep)
 
 
 @pytest.fixture

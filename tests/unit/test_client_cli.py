@@ -98,6 +98,35 @@ def test_one_failure_does_not_stop_the_others(tmp_path: Path) -> None:
     assert outcomes[1].error == "415: file: bad.txt is not a supported image"
 
 
+class BusyApi(FakeApi):
+    """``complete`` answers 202 (the S3 event holds the work); the upload is ready on
+    the second poll of ``GET /uploads/{id}``."""
+
+    polls = 0
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        upload_id = path.split("/")[2] if path.startswith("/uploads/") else ""
+        pending = {"upload_id": upload_id, "status": "pending"}
+        if path.endswith("/complete"):
+            return pending
+        if method == "GET" and path == f"/uploads/{upload_id}":
+            self.polls += 1
+            if self.polls < 2:
+                return pending
+            return {**pending, "status": "ready", "image": {"image_id": f"id-{upload_id}"}}
+        return super().call(method, path, **kwargs)
+
+
+def test_a_202_from_complete_is_followed_until_the_upload_is_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli.time, "sleep", lambda seconds: None)
+    api = BusyApi("http://api")
+    record = cli.upload_file(api, touch(tmp_path / "a.png"), None, [], lambda sent: None)
+    assert record == {"image_id": "id-a.png"}
+    assert api.polls == 2
+
+
 def test_upload_command_exit_status_is_the_number_of_failures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -127,6 +127,7 @@ def test_settings_read_processing_upload_and_cors_variables():
             "MAX_ANIMATION_FRAMES": "12",
             "RENDITION_SIZES": "640, 320,640",
             "UPLOAD_EXPIRES_SECONDS": "60",
+            "UPLOAD_LEASE_SECONDS": "300",
             "CORS_ALLOW_ORIGINS": "https://app.example.com, http://localhost:3000",
             "SWEEP_GRACE_SECONDS": "5",
         }
@@ -137,6 +138,7 @@ def test_settings_read_processing_upload_and_cors_variables():
     assert settings.max_animation_frames == 12
     assert settings.rendition_sizes == (320, 640)
     assert settings.upload_expires_seconds == 60
+    assert settings.upload_lease_seconds == 300
     assert settings.cors_allow_origins == ("https://app.example.com", "http://localhost:3000")
     assert settings.sweep_grace_seconds == 5
 
@@ -149,6 +151,7 @@ def test_settings_defaults_for_processing_and_uploads():
     assert settings.max_animation_frames == 300
     assert settings.rendition_sizes == (320, 640, 1080)
     assert settings.upload_expires_seconds == 3600
+    assert settings.upload_lease_seconds == 180
     assert settings.cors_allow_origins == ()
 
 

@@ -227,6 +227,7 @@ DEPLOYED_SETTINGS = {
     "MAX_ANIMATION_FRAMES": ("max_animation_frames", 300),
     "RENDITION_SIZES": ("rendition_sizes", [320, 640, 1080]),
     "UPLOAD_EXPIRES_SECONDS": ("upload_expires_seconds", 3600),
+    "UPLOAD_LEASE_SECONDS": ("upload_lease_seconds", 180),
     "URL_EXPIRES_SECONDS": ("url_expires_seconds", 900),
     "URL_CACHE_WINDOW_SECONDS": ("url_cache_window_seconds", 3600),
     "CORS_ALLOW_ORIGINS": ("cors_allow_origins", []),

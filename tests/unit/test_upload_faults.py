@@ -182,6 +182,7 @@ def _assert_finished_and_clean(
 INGEST_STEPS: dict[str, tuple[str, str, str | None]] = {
     "read the upload item": ("dynamodb", "GetItem", None),
     "HeadObject": ("s3", "HeadObject", None),
+    "the lease's UpdateItem": ("dynamodb", "UpdateItem", None),
     "GetObject": ("s3", "GetObject", None),
     # Nothing to strip: the original is copied inside S3 from the uploaded object.
     "CopyObject of the original": ("s3", "CopyObject", "images/"),
@@ -372,9 +373,10 @@ def test_a_failing_ingest_never_deletes_the_objects_a_concurrent_ingest_committe
     clock: MovingClock,
 ) -> None:
     """The S3 event and ``complete`` ingest the same upload at once: the same bytes,
-    the same keys. The event's ingest commits while ``complete``'s fails (its rendition
-    put, or its transaction answered with an error); the failing one must not delete
-    the objects the committed image names."""
+    the same keys. ``complete``'s ingest outlives its processing lease, the event takes
+    the work over and commits while ``complete``'s fails (its rendition put, or its
+    transaction answered with an error); the failing one must not delete the objects the
+    committed image names."""
     started = start_upload(client)
     post_bytes(started)
     s3, dynamodb = aws_clients.s3, aws_clients.dynamodb
@@ -385,6 +387,7 @@ def test_a_failing_ingest_never_deletes_the_objects_a_concurrent_ingest_committe
         first (once), then the failure."""
         if not competitor:
             competitor.append(None)
+            clock.offset += timedelta(seconds=SWEEP_SETTINGS.upload_lease_seconds)
             upload = service.metadata.get_upload(started["upload_id"])
             assert upload is not None
             competitor.append(service.uploads.finish(upload))

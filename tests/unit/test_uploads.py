@@ -483,26 +483,55 @@ def _by_complete(client: Client, upload: dict[str, Any]) -> Callable[[], Any]:
 CALLERS = {"event": _by_event, "complete": _by_complete}
 
 
+#: The steps at which the first arrival holds the upload's processing lease.
+LEASED_STEPS = STEPS[1:]
+
+
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the calls of ``imaging.process`` (one per decode of an upload): the list
+    grows by one per call."""
+    calls: list[int] = []
+    original = imaging.process
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(imaging, "process", counted)
+    return calls
+
+
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("first", ["event", "complete"])
 @pytest.mark.parametrize("second", ["event", "complete"])
-def test_two_ingests_at_once_at_every_step_make_one_image(
-    client, service, monkeypatch, step, first, second
+def test_two_arrivals_at_every_step_decode_once_and_make_one_image(
+    client, service, monkeypatch, sleep, step, first, second
 ):
-    """The first caller pauses at ``step``; the second runs to the end; then the first
-    finishes. Whatever the order: one image, every caller sees the same record, no
-    object is left over, the upload object is consumed."""
+    """The first arrival pauses at ``step``; the second runs; then the first finishes.
+    Past the HEAD the first holds the processing lease: a second ``complete`` waits
+    (its first pause lets the first finish) and answers the first's record, a second
+    event returns at once. Whatever the order: one decode, one image, every caller sees
+    the same record, no object is left over, the upload object is consumed."""
     upload = started(client)
     post_bytes(upload, PNG)
+    decodes = count_decodes(monkeypatch)
     pause = Pause(monkeypatch, service, step)
-
     thread, paused_result = pause.run_paused(CALLERS[first](client, upload))
+
+    def first_finishes() -> None:
+        pause.release()
+        thread.join(10)
+
+    sleep.then = first_finishes
     second_result = CALLERS[second](client, upload)()
-    pause.release()
-    thread.join(10)
+    first_finishes()
 
     (first_result,) = paused_result
     assert not isinstance(first_result, Exception), first_result
+    assert len(decodes) == 1
+    # Only a complete that met the first's lease waits, and the first pause ends it.
+    waited = second == "complete" and step in LEASED_STEPS
+    assert len(sleep.pauses) == (1 if waited else 0)
     assert len(image_items()) == 1
     status = client.http.get(f"/uploads/{upload['upload_id']}").json_body
     assert status["status"] == "ready"
@@ -511,13 +540,20 @@ def test_two_ingests_at_once_at_every_step_make_one_image(
         if caller == "complete":
             assert result.status_code in (200, 201)
             assert result.json_body == record
+    winner = first if step in LEASED_STEPS else second
+    if winner == "complete":
+        winning = first_result if step in LEASED_STEPS else second_result
+        assert winning.status_code == 201
     assert set(objects()) == {record["s3_key"], *(r["s3_key"] for r in record["renditions"])}
 
 
 @pytest.mark.parametrize("step", ["get", "process", "store", "commit"])
-def test_different_bytes_posted_twice_at_once_never_mix(client, service, monkeypatch, step):
-    """The client posts A, an ingest of A pauses at ``step``; the client posts B over it
-    and B's ingest completes: the image is B's, wholly, and A's objects are gone."""
+def test_different_bytes_posted_twice_at_once_never_mix(client, service, monkeypatch, sleep, step):
+    """The client posts A, an ingest of A takes the lease and pauses at ``step``; the
+    client posts B over it and calls ``complete``, which waits for the holder. The image
+    is wholly one posting's: B's when the holder had not read A yet (its conditional
+    GET finds the object changed and it reads B), A's once it had; no other object is
+    left over."""
     upload = started(client)
     first_bytes, second_bytes = image_bytes("PNG", (700, 500)), image_bytes("PNG", (400, 300))
     post_bytes(upload, first_bytes)
@@ -525,13 +561,19 @@ def test_different_bytes_posted_twice_at_once_never_mix(client, service, monkeyp
 
     thread, paused_result = pause.run_paused(_by_event(client, upload))
     post_bytes(upload, second_bytes)
-    winner = complete(client, upload["upload_id"])
-    pause.release()
-    thread.join(10)
 
-    assert winner.status_code == 201, winner.body
-    record = winner.json_body
-    assert (record["width"], record["height"]) == (400, 300)
+    def holder_finishes() -> None:
+        pause.release()
+        thread.join(10)
+
+    sleep.then = holder_finishes
+    answer = complete(client, upload["upload_id"])
+    holder_finishes()
+
+    assert answer.status_code == 200, answer.body
+    record = answer.json_body
+    expected = (400, 300) if step == "get" else (700, 500)
+    assert (record["width"], record["height"]) == expected
     assert paused_result and not isinstance(paused_result[0], Exception)
     assert len(image_items()) == 1
     assert set(objects()) == {record["s3_key"], *(r["s3_key"] for r in record["renditions"])}
