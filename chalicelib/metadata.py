@@ -29,8 +29,7 @@ partition's items that fail it too, sizing each Query by the selectivity seen so
 
 from __future__ import annotations
 
-import itertools
-import math
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -48,6 +47,20 @@ from chalicelib.errors import (
     WriteConflictError,
     may_have_taken_effect,
 )
+from chalicelib.keys import (
+    FEED_MONTHS_PARTITION,
+    LAYOUT_ATTRIBUTE,
+    TAG_PREFIX,
+    ShardLayout,
+    feed_partition,
+    feed_shard,
+    image_key,
+    membership_partitions,
+    shard_keys,
+    tags_query_partition,
+    user_partition,
+)
+from chalicelib.listing import Budget, Read, Source, merge
 from chalicelib.schema import (
     GSI1_NAME,
     GSI1_PARTITION_KEY,
@@ -67,13 +80,10 @@ else:
     DynamoDBClient = Any
 
 IMAGE_SORT_KEY = "META"
-FEED_MONTHS_PARTITION = "FEEDMONTHS"
 #: Sorts after every character of an image id, closing a ``BETWEEN`` on a timestamp.
 _SORT_KEY_END = "~"
 #: Sorts before every timestamp (key values may not be empty strings).
 _SORT_KEY_START = "0000"
-#: Largest Query ``Limit`` a filtered listing asks for (responses stop at 1 MB anyway).
-_MAX_QUERY_LIMIT = 1000
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -127,6 +137,11 @@ class ImageRecord:
     placeholder: str = ""
     dominant_color: str = ""
     renditions: list[RenditionRecord] = field(default_factory=list)
+    #: The shard counts this image's keys were written with (read back from the image
+    #: item; ``ShardLayout(1, 1)`` for items of the unsharded layout), or None for a
+    #: record not yet written (the store's configured layout applies). Not part of the
+    #: API's record.
+    layout: ShardLayout | None = field(default=None, compare=False, repr=False)
 
     @property
     def object_keys(self) -> list[str]:
@@ -140,7 +155,9 @@ class ImageRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as the JSON object the API returns."""
-        return asdict(self)
+        record = asdict(self)
+        del record["layout"]
+        return record
 
 
 _SWEEP_CURSOR_KEY = {PARTITION_KEY: "SWEEP", SORT_KEY: "CURSOR"}
@@ -170,7 +187,7 @@ def _table_item(item: dict[str, Any]) -> TableItem:
     if pk.startswith("IMAGE#") and sk == IMAGE_SORT_KEY:
         record = _record(item)
         return TableItem("image", pk, sk, record.image_id, record.created_at, record=record)
-    if pk.startswith("TAG#"):
+    if pk.startswith(TAG_PREFIX):
         created_at, _, image_id = sk.rpartition("#")
         return TableItem("membership", pk, sk, str(item.get("image_id") or image_id), created_at)
     if pk.startswith(UPLOAD_PARTITION_PREFIX):
@@ -226,11 +243,16 @@ class ImageMetadataStore:
     Args:
         dynamodb: boto3 DynamoDB client.
         table_name: table name (``TABLE_NAME``).
+        layout: shard counts new images are written with (``FEED_SHARDS``,
+            ``TAG_SHARDS``), and that listings read.
     """
 
-    def __init__(self, dynamodb: DynamoDBClient, table_name: str) -> None:
+    def __init__(
+        self, dynamodb: DynamoDBClient, table_name: str, layout: ShardLayout | None = None
+    ) -> None:
         self._dynamodb = dynamodb
         self.table_name = table_name
+        self.layout = layout or ShardLayout()
         self._months_marked: set[str] = set()
         self._attempts = _AttemptLog()
         # Every attempt of a transaction passes here, inside botocore's retry loop: a
@@ -245,13 +267,15 @@ class ImageMetadataStore:
 
     def put_image(self, record: ImageRecord, upload_id: str | None = None) -> None:
         """Write the image item and its membership items (one per tag, one per pair of
-        tags) in one transaction: at most 1 + 10 + 45 = 56 items, under DynamoDB's 100.
+        tags, each in its shard: :meth:`membership_items`) in one transaction: at most
+        1 + 10 + 45 = 56 items, under DynamoDB's 100. A record without a ``layout`` is
+        written with the store's.
 
         Every item is conditioned on ``attribute_not_exists(pk)``, so nothing is
         overwritten. With ``upload_id``, the same transaction marks that direct upload
         ``ready`` on condition that it is still ``pending``: one upload commits one
-        image, whoever (event, ``complete``, sweep) gets there first. The month marker
-        for the feed is written first (idempotent).
+        image, whoever (event, ``complete``, sweep) gets there first. The feed's month
+        marker is written first (:meth:`_mark_month`).
 
         Raises:
             WriteConflictError: an item with the same key already exists, or the upload
@@ -263,9 +287,8 @@ class ImageMetadataStore:
         """
         self._mark_month(record.created_at[:7])
         condition = f"attribute_not_exists({PARTITION_KEY})"
-        items = [self._image_item(record)] + [
-            self._membership_item(record, partition) for partition in _memberships(record.tags)
-        ]
+        layout = record.layout or self.layout
+        items = [image_item(record, layout), *membership_items(record, layout)]
         writes: list[Any] = [
             {
                 "Put": {
@@ -382,13 +405,8 @@ class ImageMetadataStore:
             image_delete["ConditionExpression"] += " AND user_id = :owner"
             image_delete["ExpressionAttributeValues"] = {":owner": {"S": owner}}
         membership_deletes: list[Any] = [
-            {
-                "Delete": {
-                    "TableName": self.table_name,
-                    "Key": _serialize({PARTITION_KEY: partition, SORT_KEY: record.sort_key}),
-                }
-            }
-            for partition in _memberships(record.tags)
+            {"Delete": {"TableName": self.table_name, "Key": _serialize(key)}}
+            for key in membership_keys(record, record.layout or self.layout)
         ]
         try:
             self._dynamodb.transact_write_items(
@@ -403,13 +421,23 @@ class ImageMetadataStore:
             raise NotOwnerError("only the owner may delete this image") from None
 
     def _mark_month(self, month: str) -> None:
-        """Record that ``month`` (``yyyy-mm``) holds images, once per process and month."""
+        """Record that ``month`` (``yyyy-mm``) holds images, once per process and month.
+
+        Marks the next month too, ahead of time: every process that uploads in a month
+        has marked the next one before it begins, so the first second of a month does
+        not bring one marker write from every running process to one partition. Each
+        marker is a conditional put (an existing marker is not rewritten; a month marked
+        in advance that gets no image is an empty Query for the feed).
+        """
         if month in self._months_marked:
             return
-        self._dynamodb.put_item(
-            TableName=self.table_name,
-            Item=_serialize({PARTITION_KEY: FEED_MONTHS_PARTITION, SORT_KEY: month}),
-        )
+        for marked in (month, _next_month(month)):
+            with contextlib.suppress(self._dynamodb.exceptions.ConditionalCheckFailedException):
+                self._dynamodb.put_item(
+                    TableName=self.table_name,
+                    Item=_serialize({PARTITION_KEY: FEED_MONTHS_PARTITION, SORT_KEY: marked}),
+                    ConditionExpression=f"attribute_not_exists({PARTITION_KEY})",
+                )
         self._months_marked.add(month)
 
     # --- reads ----------------------------------------------------------------------
@@ -433,53 +461,61 @@ class ImageMetadataStore:
         Reads one match more than the page (the look-ahead), so a page is full unless
         the result set is exhausted, and ``cursor`` is set only when more remain.
         """
-        budget = _Budget(wanted=query.limit + 1)
+        budget = Budget(wanted=query.limit + 1)
         matches = list(islice(self._matches(query, start, budget), query.limit + 1))
         records = [_record(item) for item in matches[: query.limit]]
         cursor = _record(matches[-1]).sort_key if len(matches) > query.limit else None
         return ListPage(records=records, cursor=cursor)
 
     def _matches(
-        self, query: ListQuery, start: str | None, budget: _Budget
+        self, query: ListQuery, start: str | None, budget: Budget
     ) -> Iterator[dict[str, Any]]:
         filters = _filters(query)
         low = query.created_from or _SORT_KEY_START
         high = (query.created_to or "9999") + _SORT_KEY_END
         if start is not None:
             high = min(high, start)
-        for index, partition, sort_key in self._partitions(query, low[:7], high, start):
-            yield from self._query(
-                budget,
-                filters,
-                index=index,
-                partition=partition,
-                sort_key=sort_key,
-                low=low,
-                high=high,
-            )
+
+        def run(source: Source, low: str, high: str, limit: int) -> Read:
+            return self._query(source, filters, low, high, limit)
+
+        for sources in self._partitions(query, low[:7], high, start):
+            yield from merge(sources, low, high, budget, run, filtered=bool(filters.clauses))
 
     def _partitions(
         self, query: ListQuery, first_month: str, high: str, start: str | None
-    ) -> Iterator[tuple[str | None, tuple[str, str], str]]:
-        """``(index, (partition key name, value), sort key name)`` to Query, in order:
-        the user's GSI1 partition, else the tag pair's or the tag's partition, else the
-        GSI2 month partitions from ``high``'s month back to ``first_month``.
+    ) -> Iterator[list[Source]]:
+        """The shards of each partition to Query, in order: the user's GSI1 partition,
+        else the tag pair's or the tag's shards, else each GSI2 month's shards from
+        ``high``'s month back to ``first_month``.
 
         A resumed feed starts in ``start``'s month without reading a marker (its
         look-ahead image is there); older months come from markers, one at a time.
         """
         if query.user_id is not None:
-            yield GSI1_NAME, (GSI1_PARTITION_KEY, f"USER#{query.user_id}"), GSI1_SORT_KEY
+            user = user_partition(query.user_id)
+            yield [Source(GSI1_NAME, GSI1_PARTITION_KEY, user, GSI1_SORT_KEY)]
             return
         if query.tags:
-            yield None, (PARTITION_KEY, _tags_partition(query.tags)), SORT_KEY
+            base = tags_query_partition(query.tags)
+            yield [
+                Source(None, PARTITION_KEY, key, SORT_KEY)
+                for key in shard_keys(base, self.layout.tag)
+            ]
             return
         last_month = high[:7]
         if start is not None and start[:7] == last_month:
-            yield GSI2_NAME, (GSI2_PARTITION_KEY, f"FEED#{last_month}"), GSI2_SORT_KEY
+            yield self._feed_sources(last_month)
             last_month = _previous_month(last_month)
         for month in self._months(first_month, last_month):
-            yield GSI2_NAME, (GSI2_PARTITION_KEY, f"FEED#{month}"), GSI2_SORT_KEY
+            yield self._feed_sources(month)
+
+    def _feed_sources(self, month: str) -> list[Source]:
+        base = feed_partition(month)
+        return [
+            Source(GSI2_NAME, GSI2_PARTITION_KEY, key, GSI2_SORT_KEY)
+            for key in shard_keys(base, self.layout.feed)
+        ]
 
     def _months(self, first: str, last: str) -> Iterator[str]:
         """Months (``yyyy-mm``) that hold images, from ``last`` back to ``first``.
@@ -506,43 +542,35 @@ class ImageMetadataStore:
                 return
             request["ExclusiveStartKey"] = last_key
 
-    def _query(
-        self,
-        budget: _Budget,
-        filters: _Filter,
-        *,
-        index: str | None,
-        partition: tuple[str, str],
-        sort_key: str,
-        low: str,
-        high: str,
-    ) -> Iterator[dict[str, Any]]:
-        """Matching items of one partition with ``low <= sort key <= high``, newest first,
-        until ``budget`` wants no more."""
+    def _query(self, source: Source, filters: _Filter, low: str, high: str, limit: int) -> Read:
+        """One Query of ``source``: matching items with ``low <= sort key <= high``,
+        newest first, reading at most ``limit`` items."""
         request: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "#pk = :pk AND #sk BETWEEN :low AND :high",
-            "ExpressionAttributeNames": {"#pk": partition[0], "#sk": sort_key, **filters.names},
+            "ExpressionAttributeNames": {
+                "#pk": source.partition_name,
+                "#sk": source.sort_key,
+                **filters.names,
+            },
             "ExpressionAttributeValues": _serialize(
-                {":pk": partition[1], ":low": low, ":high": high, **filters.values}
+                {":pk": source.partition_value, ":low": low, ":high": high, **filters.values}
             ),
             "ScanIndexForward": False,
+            "Limit": limit,
         }
-        if index is not None:
-            request["IndexName"] = index
+        if source.index is not None:
+            request["IndexName"] = source.index
         if filters.clauses:
             request["FilterExpression"] = " AND ".join(filters.clauses)
-        while budget.wanted > 0:
-            request["Limit"] = budget.query_limit(filtered=bool(filters.clauses))
-            response = self._dynamodb.query(**request)
-            items = response.get("Items", [])
-            budget.record(read=response.get("ScannedCount", len(items)), matched=len(items))
-            for raw in items:
-                yield _deserialize(raw)
-            last_key = response.get("LastEvaluatedKey")
-            if not last_key:
-                return
-            request["ExclusiveStartKey"] = last_key
+        response = self._dynamodb.query(**request)
+        items = response.get("Items", [])
+        last_key = response.get("LastEvaluatedKey")
+        return Read(
+            items=[_deserialize(raw) for raw in items],
+            scanned=int(response.get("ScannedCount", len(items))),
+            last=None if not last_key else str(_deserialize(last_key)[source.sort_key]),
+        )
 
     # --- the sweep: Scans, never a request path --------------------------------------
 
@@ -637,25 +665,6 @@ class ImageMetadataStore:
         """Raise the client's error if the table does not answer (for ``/health``)."""
         self._dynamodb.describe_table(TableName=self.table_name)
 
-    # --- item layout ----------------------------------------------------------------
-
-    def _image_item(self, record: ImageRecord) -> dict[str, Any]:
-        return {
-            **_image_key(record.image_id),
-            GSI1_PARTITION_KEY: f"USER#{record.user_id}",
-            GSI1_SORT_KEY: record.sort_key,
-            GSI2_PARTITION_KEY: f"FEED#{record.created_at[:7]}",
-            GSI2_SORT_KEY: record.sort_key,
-            **_listing_attributes(record),
-        }
-
-    def _membership_item(self, record: ImageRecord, partition: str) -> dict[str, Any]:
-        return {
-            PARTITION_KEY: partition,
-            SORT_KEY: record.sort_key,
-            **_listing_attributes(record),
-        }
-
 
 class _AttemptLog(threading.local):
     """Per thread: whether an attempt of the current transaction lost its answer."""
@@ -678,64 +687,52 @@ class _AttemptLog(threading.local):
                 self.maybe_applied = True
 
 
-@dataclass
-class _Budget:
-    """How many more matches one listing wants, and the selectivity seen so far.
-
-    ``read`` and ``matched`` count the items the listing's Queries read and returned.
-    """
-
-    wanted: int
-    read: int = 0
-    matched: int = 0
-
-    def record(self, read: int, matched: int) -> None:
-        """Account for one Query response; every match is consumed by the listing."""
-        self.read += read
-        self.matched += matched
-        self.wanted -= matched
-
-    def query_limit(self, filtered: bool) -> int:
-        """``Limit`` for the next Query, at most 1000.
-
-        Unfiltered, every item read matches: exactly what is still wanted. Filtered,
-        half the items expected to hold the matches still wanted, at the selectivity
-        seen so far (assumed 1 before anything was read): a page resumes at its
-        look-ahead, so whatever a Query read past the page's last match is read again by
-        the next page, and smaller Queries near the end keep that overshoot small
-        (measured by ``make bench``: about 2% more reads than the partition holds, for
-        about 8 Queries per page at low selectivity).
-        """
-        if not filtered:
-            return max(1, min(self.wanted, _MAX_QUERY_LIMIT))
-        selectivity = (self.matched + 1) / (self.read + 1)
-        return max(1, min(math.ceil(self.wanted / selectivity / 2), _MAX_QUERY_LIMIT))
-
-
-def _memberships(tags: list[str]) -> list[str]:
-    """Partition keys of an image's membership items: ``TAG#{tag}`` for each tag and
-    ``TAG#{a}+{b}`` for each pair of tags (``a < b``; ``+`` never occurs in a tag)."""
-    ordered = sorted(tags)
-    return [f"TAG#{tag}" for tag in ordered] + [
-        f"TAG#{a}+{b}" for a, b in itertools.combinations(ordered, 2)
-    ]
-
-
-def _tags_partition(tags: tuple[str, ...]) -> str:
-    """The membership partition to Query for ``tags`` (one or more): the tag's, or the
-    pair's of the first two in sorted order."""
-    ordered = sorted(tags)
-    return f"TAG#{ordered[0]}" if len(ordered) == 1 else f"TAG#{ordered[0]}+{ordered[1]}"
-
-
 def _previous_month(month: str) -> str:
     """``yyyy-mm`` of the month before ``month``."""
     year, number = int(month[:4]), int(month[5:7])
     return f"{year - 1:04d}-12" if number == 1 else f"{year:04d}-{number - 1:02d}"
 
 
+def _next_month(month: str) -> str:
+    """``yyyy-mm`` of the month after ``month``."""
+    year, number = int(month[:4]), int(month[5:7])
+    return f"{year + 1:04d}-01" if number == 12 else f"{year:04d}-{number + 1:02d}"
+
+
 def _image_key(image_id: str) -> dict[str, str]:
-    return {PARTITION_KEY: f"IMAGE#{image_id}", SORT_KEY: IMAGE_SORT_KEY}
+    return {PARTITION_KEY: image_key(image_id), SORT_KEY: IMAGE_SORT_KEY}
+
+
+def image_item(record: ImageRecord, layout: ShardLayout) -> dict[str, Any]:
+    """The image item of ``record`` written with ``layout``: the record's listing
+    attributes, GSI1 ``USER#{user_id}``, GSI2 the feed month's shard, and the layout
+    itself (:data:`~chalicelib.keys.LAYOUT_ATTRIBUTE`)."""
+    return {
+        **_image_key(record.image_id),
+        GSI1_PARTITION_KEY: user_partition(record.user_id),
+        GSI1_SORT_KEY: record.sort_key,
+        GSI2_PARTITION_KEY: feed_shard(record.image_id, record.created_at, layout),
+        GSI2_SORT_KEY: record.sort_key,
+        LAYOUT_ATTRIBUTE: layout.to_item(),
+        **_listing_attributes(record),
+    }
+
+
+def membership_keys(record: ImageRecord, layout: ShardLayout) -> list[dict[str, str]]:
+    """``{pk, sk}`` of every membership item of ``record`` written with ``layout``
+    (:func:`~chalicelib.keys.membership_partitions`): the one rule for writing,
+    deleting and moving them."""
+    return [
+        {PARTITION_KEY: partition, SORT_KEY: record.sort_key}
+        for partition in membership_partitions(record.image_id, record.tags, layout)
+    ]
+
+
+def membership_items(record: ImageRecord, layout: ShardLayout) -> list[dict[str, Any]]:
+    """Every membership item of ``record`` written with ``layout``: its key and every
+    field a listing returns (a listing by tag reads one item per image returned)."""
+    attributes = _listing_attributes(record)
+    return [{**key, **attributes} for key in membership_keys(record, layout)]
 
 
 def _upload_key(upload_id: str) -> dict[str, str]:
@@ -814,6 +811,7 @@ def _record(item: dict[str, Any]) -> ImageRecord:
         taken_at=item.get("taken_at"),
         placeholder=str(item.get("placeholder", "")),
         dominant_color=str(item.get("dominant_color", "")),
+        layout=ShardLayout.from_item(item.get(LAYOUT_ATTRIBUTE)),
         renditions=[
             RenditionRecord(
                 size=int(rendition["size"]),

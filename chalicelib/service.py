@@ -149,7 +149,7 @@ class ImageService:
         clients = clients or AwsClients.from_settings(settings)
         return cls(
             ImageStorage(clients.s3, settings.bucket_name, clients.s3_presigner),
-            ImageMetadataStore(clients.dynamodb, settings.table_name),
+            ImageMetadataStore(clients.dynamodb, settings.table_name, settings.layout),
             settings,
         )
 
