@@ -61,6 +61,7 @@ from chalicelib.keys import (
     user_partition,
 )
 from chalicelib.listing import Budget, Read, Source, merge
+from chalicelib.pagination import Position
 from chalicelib.schema import (
     GSI1_NAME,
     GSI1_PARTITION_KEY,
@@ -231,10 +232,10 @@ class UploadRecord:
 
 @dataclass
 class ListPage:
-    """One page of a listing: ``cursor`` is the last item's sort key when more remain."""
+    """One page of a listing: ``next`` is where the next page starts, when more remain."""
 
     records: list[ImageRecord]
-    cursor: str | None = None
+    next: Position | None = None
 
 
 class ImageMetadataStore:
@@ -450,22 +451,25 @@ class ImageMetadataStore:
         item = response.get("Item")
         return None if item is None else _record(_deserialize(item))
 
-    def list_images(self, query: ListQuery, start: str | None = None) -> ListPage:
+    def list_images(self, query: ListQuery, start: Position | None = None) -> ListPage:
         """A page of at most ``query.limit`` images, newest first, from ``start`` on.
 
         Args:
             query: the validated filters and page size.
-            start: the previous page's cursor: the sort key of the first image of this
-                page (inclusive), or None for the first page.
+            start: where the previous page said this one starts (the sort key of its
+                first image, inclusive, and the density of matches seen), or None for
+                the first page.
 
         Reads one match more than the page (the look-ahead), so a page is full unless
         the result set is exhausted, and ``cursor`` is set only when more remain.
         """
-        budget = Budget(wanted=query.limit + 1)
-        matches = list(islice(self._matches(query, start, budget), query.limit + 1))
+        budget = Budget(wanted=query.limit + 1, density=None if start is None else start.density)
+        cursor = None if start is None else start.cursor
+        matches = list(islice(self._matches(query, cursor, budget), query.limit + 1))
         records = [_record(item) for item in matches[: query.limit]]
-        cursor = _record(matches[-1]).sort_key if len(matches) > query.limit else None
-        return ListPage(records=records, cursor=cursor)
+        if len(matches) <= query.limit:
+            return ListPage(records=records)
+        return ListPage(records, Position(_record(matches[-1]).sort_key, budget.density))
 
     def _matches(
         self, query: ListQuery, start: str | None, budget: Budget

@@ -198,7 +198,7 @@ class ImageService:
             }
             for record in page.records
         ]
-        next_token = None if page.cursor is None else self._tokens.encode(page.cursor, filters)
+        next_token = None if page.next is None else self._tokens.encode(page.next, filters)
         return {"items": items, "count": len(items), "next_token": next_token}
 
     def get_image(self, image_id: str) -> ImageRecord:
