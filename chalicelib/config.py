@@ -37,7 +37,7 @@ MAX_REQUEST_BYTES = (LAMBDA_PAYLOAD_LIMIT_BYTES - EVENT_ENVELOPE_BYTES) // 4 * 3
 #: Shard counts a deployment gets when ``FEED_SHARDS``/``TAG_SHARDS`` are unset: what
 #: keeps every partition under half its write limit at 10,000 uploads per second
 #: (``bench/scale.py``; the README's *Data model*).
-DEFAULT_FEED_SHARDS = 48
+DEFAULT_FEED_SHARDS = 64
 DEFAULT_TAG_SHARDS = 16
 #: HS256 keys shorter than the hash output weaken the token signature (RFC 7518 3.2).
 MIN_TOKEN_SECRET_BYTES = 32
