@@ -3,17 +3,21 @@
 Why a wrapper: the single-table layout (see ``chalicelib/schema.py``) means one image is
 several items (the image, one per tag, a feed-month marker) that must be written and
 deleted together, and every listing must be a Query on a partition that holds only
-matching items. This module is the only code that knows the key formats.
+matching items. The key formats and the shard rule are ``chalicelib/keys.py``'s; this
+module builds the items from them (:func:`image_item`, :func:`membership_items`).
 
-Listing strategies (no request path ever Scans):
+Listing strategies (no request path ever Scans); "shards" are the unsharded key and
+its ``#{shard}`` partitions (``keys.shard_keys``), read by the k-way merge of
+``chalicelib/listing.py``:
 
-- ``user_id`` given: Query GSI1 ``USER#{user_id}``; tags and title are filters.
-- else two or more tags: Query the tag-pair partition ``TAG#{a}+{b}`` of the first two
-  tags in sorted order, which holds exactly the images carrying both; further tags and
-  title are filters.
-- else one tag: Query ``TAG#{tag}``; title is a filter.
-- else: Query GSI2 ``FEED#{yyyy-mm}`` month by month, newest first, visiting only months
-  that have a ``FEEDMONTHS`` marker; title is a filter.
+- ``user_id`` given: Query GSI1 ``USER#{user_id}`` (never sharded); tags and title are
+  filters.
+- else two or more tags: the shards of the tag-pair partition ``TAG#{a}+{b}`` of the
+  first two tags in sorted order, which hold exactly the images carrying both; further
+  tags and title are filters.
+- else one tag: the shards of ``TAG#{tag}``; title is a filter.
+- else: the shards of GSI2 ``FEED#{yyyy-mm}``, month by month, newest first, visiting
+  only months that have a ``FEEDMONTHS`` marker; title is a filter.
 
 A date range is a sort-key ``BETWEEN`` in every strategy. A page reads one match more
 than it returns (the look-ahead that decides whether a next page exists); the
@@ -23,7 +27,8 @@ of a Query response, one cursor serves every strategy, and a full page-through r
 each item once plus one look-ahead per page.
 
 Items read per item returned is the cost model (``make bench`` measures it): unfiltered
-strategies read ``1 + 1/limit``; a filter (title, tags beyond the key) reads the
+strategies read ``1 + 1/limit`` from one partition, and a little more over shards (the
+merge's windows overshoot; under 1.2 at 16 shards); a filter (title, tags beyond the key) reads the
 partition's items that fail it too, sizing each Query by the selectivity seen so far.
 """
 
