@@ -36,6 +36,10 @@ from typing import Any
 #: Share of what is still wanted that a window aims at (below 1: an undershoot costs a
 #: round of mostly empty Queries, an overshoot costs items read twice).
 WINDOW_AIM = 0.55
+#: Weight, in matches, of the density a page inherits from the previous one: a page's
+#: own estimate rests on about a page of matches (noisy by a quarter at 20), and the
+#: windows it sizes are read again when they overshoot.
+PRIOR_MATCHES = 40
 #: Largest Query ``Limit`` a listing asks for (responses stop at 1 MB anyway).
 MAX_QUERY_LIMIT = 1000
 
@@ -72,8 +76,9 @@ class Budget:
     """How many more matches one listing wants, and what its Queries have seen.
 
     ``read``/``matched`` count the items the listing's Queries read and matched;
-    ``calls`` the Queries; ``density`` the matches per millisecond per shard seen in the
-    last merge (None before anything was read).
+    ``calls`` the Queries; ``density`` the matches per millisecond per shard seen so far
+    (None before anything was read), starting from the previous page's, which also
+    weighs in every estimate as :data:`PRIOR_MATCHES` matches.
     """
 
     wanted: int
@@ -81,6 +86,9 @@ class Budget:
     matched: int = 0
     calls: int = 0
     density: float | None = None
+
+    def __post_init__(self) -> None:
+        self.prior = self.density
 
     def record(self, read: Read) -> None:
         """Account for one Query response."""
@@ -208,7 +216,11 @@ class _Merge:
             # quadruples the window, so a page crosses any gap in a few rounds.
             span = max(1.0, span) * 4**self.empty_rounds
             window = max(self.low, _timestamp(start - span))
-            limit = budget.query_limit(self.filtered)
+            # After an empty round the density is a guess: each shard brings at most its
+            # share of what is wanted, so a window that overshoots a gap overshoots by
+            # about one item per shard, not by what is wanted per shard.
+            share = 1 / len(active) if self.empty_rounds else 1.0
+            limit = budget.query_limit(self.filtered, share) + (1 if self.empty_rounds else 0)
             found = budget.matched
             for shard in active:
                 if shard.frontier is None or shard.frontier > window:
@@ -238,13 +250,16 @@ class _Merge:
         what was read spans no time)."""
         if top is None:
             return None
-        matched, span = 0, 0.0
+        matched, span = 0.0, 0.0
         for shard in self.shards:
             bottom = None if shard.frontier is None else _millis(shard.frontier)
             if bottom is None:
                 continue
             matched += shard.matched
             span += max(0.0, top - bottom)
+        prior = self.budget.prior
+        if prior and span > 0:
+            matched, span = matched + PRIOR_MATCHES, span + PRIOR_MATCHES / prior
         return matched / span if span > 0 else None
 
 

@@ -34,6 +34,7 @@ partition's items that fail it too, sizing each Query by the selectivity seen so
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import threading
 from collections.abc import Iterator
@@ -488,36 +489,43 @@ class ImageMetadataStore:
         def run(source: Source, low: str, high: str, limit: int) -> Read:
             return self._query(source, filters, low, high, limit)
 
-        for sources in self._partitions(query, low[:7], high, start):
-            yield from merge(sources, low, high, budget, run, filtered=bool(filters.clauses))
+        filtered = bool(filters.clauses)
+        for sources, month in self._partitions(query, low[:7], high, start):
+            if month is None:
+                yield from merge(sources, low, high, budget, run, filtered=filtered)
+                continue
+            # A month's shards hold only that month: bounding the merge to it lets the
+            # merge size its windows from the month's own span, not from the page's.
+            first, last = _month_bounds(month)
+            bounded_low, bounded_high = max(low, first), min(high, last)
+            yield from merge(sources, bounded_low, bounded_high, budget, run, filtered=filtered)
 
     def _partitions(
         self, query: ListQuery, first_month: str, high: str, start: str | None
-    ) -> Iterator[list[Source]]:
-        """The shards of each partition to Query, in order: the user's GSI1 partition,
-        else the tag pair's or the tag's shards, else each GSI2 month's shards from
-        ``high``'s month back to ``first_month``.
+    ) -> Iterator[tuple[list[Source], str | None]]:
+        """The shards of each partition to Query, in order, each with the month
+        (``yyyy-mm``) it holds when it is a feed month: the user's GSI1 partition, else
+        the tag pair's or the tag's shards, else each GSI2 month's shards from ``high``'s
+        month back to ``first_month``.
 
         A resumed feed starts in ``start``'s month without reading a marker (its
         look-ahead image is there); older months come from markers, one at a time.
         """
         if query.user_id is not None:
             user = user_partition(query.user_id)
-            yield [Source(GSI1_NAME, GSI1_PARTITION_KEY, user, GSI1_SORT_KEY)]
+            yield [Source(GSI1_NAME, GSI1_PARTITION_KEY, user, GSI1_SORT_KEY)], None
             return
         if query.tags:
             base = tags_query_partition(query.tags)
-            yield [
-                Source(None, PARTITION_KEY, key, SORT_KEY)
-                for key in shard_keys(base, self.layout.tag)
-            ]
+            keys = shard_keys(base, self.layout.tag)
+            yield [Source(None, PARTITION_KEY, key, SORT_KEY) for key in keys], None
             return
         last_month = high[:7]
         if start is not None and start[:7] == last_month:
-            yield self._feed_sources(last_month)
+            yield self._feed_sources(last_month), last_month
             last_month = _previous_month(last_month)
         for month in self._months(first_month, last_month):
-            yield self._feed_sources(month)
+            yield self._feed_sources(month), month
 
     def _feed_sources(self, month: str) -> list[Source]:
         base = feed_partition(month)
@@ -700,6 +708,13 @@ def _previous_month(month: str) -> str:
     """``yyyy-mm`` of the month before ``month``."""
     year, number = int(month[:4]), int(month[5:7])
     return f"{year - 1:04d}-12" if number == 1 else f"{year:04d}-{number - 1:02d}"
+
+
+def _month_bounds(month: str) -> tuple[str, str]:
+    """The first and last sort keys a month (``yyyy-mm``) can hold, as bounds: its first
+    millisecond, and its last followed by ``~`` (after every image id)."""
+    last_day = calendar.monthrange(int(month[:4]), int(month[5:7]))[1]
+    return f"{month}-01T00:00:00.000Z", f"{month}-{last_day:02d}T23:59:59.999Z{_SORT_KEY_END}"
 
 
 def _next_month(month: str) -> str:
