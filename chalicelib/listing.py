@@ -218,9 +218,9 @@ class _Merge:
             window = max(self.low, _timestamp(start - span))
             # After an empty round the density is a guess: each shard brings at most its
             # share of what is wanted, so a window that overshoots a gap overshoots by
-            # about one item per shard, not by what is wanted per shard.
+            # at most a shard's share, not by what is wanted, per shard.
             share = 1 / len(active) if self.empty_rounds else 1.0
-            limit = budget.query_limit(self.filtered, share) + (1 if self.empty_rounds else 0)
+            limit = budget.query_limit(self.filtered, share)
             found = budget.matched
             for shard in active:
                 if shard.frontier is None or shard.frontier > window:
