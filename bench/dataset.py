@@ -24,6 +24,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeSerializer
 
+from chalicelib.keys import ShardLayout
 from chalicelib.metadata import TITLE_FOLDED, ImageMetadataStore, ImageRecord
 from chalicelib.storage import object_key
 from chalicelib.validation import fold_text, format_timestamp
@@ -163,10 +164,13 @@ class _BatchLoader:
         self._count = 0
 
 
-def seed_service_table(dynamodb: Any, table_name: str, records: Sequence[ImageRecord]) -> None:
-    """Write ``records`` through ``ImageMetadataStore.put_image`` (see :class:`_BatchLoader`)."""
+def seed_service_table(
+    dynamodb: Any, table_name: str, records: Sequence[ImageRecord], layout: ShardLayout
+) -> None:
+    """Write ``records`` through ``ImageMetadataStore.put_image`` with ``layout`` (see
+    :class:`_BatchLoader`)."""
     loader = _BatchLoader(dynamodb)
-    store = ImageMetadataStore(loader, table_name)  # type: ignore[arg-type]
+    store = ImageMetadataStore(loader, table_name, layout)  # type: ignore[arg-type]
     for record in records:
         store.put_image(record)
     loader.flush()

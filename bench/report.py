@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import scale
+
 
 def _ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3g}"
@@ -87,6 +89,35 @@ def render(results: dict[str, Any]) -> str:
         lines += ["", "Parameters:", ""]
         lines += [f"- {row['pattern']}: `{row['query'] or '(none)'}`" for row in listing]
         lines.append("")
+    sharded = results.get("listing_shards")
+    if sharded:
+        lines += [
+            "## Listing over shards: items read per item returned (calls per page)",
+            "",
+            "The same page-through with the feed and every tag partition split N ways "
+            "(`FEED_SHARDS` = `TAG_SHARDS` = N); by user is never sharded.",
+            "",
+        ]
+        names = [row["pattern"] for row in sharded[0]["patterns"]]
+        by_count = {
+            entry["shards"]: {row["pattern"]: row for row in entry["patterns"]} for entry in sharded
+        }
+        lines += _table(
+            ["pattern", *(f"N = {count}" for count in by_count)],
+            [
+                [
+                    name,
+                    *(
+                        f"{row['read_per_returned']:.3f} ({row['calls_per_page']:.1f})"
+                        for row in (rows[name] for rows in by_count.values())
+                    ),
+                ]
+                for name in names
+            ],
+        )
+        lines.append("")
+    if results.get("scale"):
+        lines += scale.render(results["scale"])
     uploads = results.get("upload")
     if uploads:
         lines += [

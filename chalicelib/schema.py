@@ -4,13 +4,16 @@
 parses that file and fails if the two differ, so `make run` (moto) and `make deploy`
 (LocalStack / AWS) always get the same keys and indexes.
 
-Key layout (single table; the README's "Data model" explains the access patterns):
+Key layout (single table; the README's "Data model" explains the access patterns; the
+key values are built by ``chalicelib/keys.py``, which also shards them: ``#{shard}``
+below is absent when the partition kind's shard count is 1):
 
 - image: ``pk = IMAGE#{image_id}``, ``sk = META``;
   GSI1 ``gsi1pk = USER#{user_id}``, ``gsi1sk = {created_at}#{image_id}``;
-  GSI2 ``gsi2pk = FEED#{yyyy-mm}``, ``gsi2sk = {created_at}#{image_id}``.
-- tag membership: ``pk = TAG#{tag}`` for each tag and ``pk = TAG#{a}+{b}`` for each
-  pair of tags (``a < b``), ``sk = {created_at}#{image_id}``.
+  GSI2 ``gsi2pk = FEED#{yyyy-mm}#{shard}``, ``gsi2sk = {created_at}#{image_id}``;
+  ``shards`` holds the shard counts its keys were written with.
+- tag membership: ``pk = TAG#{tag}#{shard}`` for each tag and ``pk = TAG#{a}+{b}#{shard}``
+  for each pair of tags (``a < b``), ``sk = {created_at}#{image_id}``.
 - feed month marker: ``pk = FEEDMONTHS``, ``sk = {yyyy-mm}``.
 - direct upload: ``pk = UPLOAD#{upload_id}``, ``sk = META``; its :data:`TTL_ATTRIBUTE`
   (epoch seconds) lets DynamoDB expire a pending upload that never completed.

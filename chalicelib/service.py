@@ -223,7 +223,7 @@ class ImageService:
         clients = clients or AwsClients.from_settings(settings)
         return cls(
             ImageStorage(clients.s3, settings.bucket_name, clients.s3_presigner),
-            ImageMetadataStore(clients.dynamodb, settings.table_name),
+            ImageMetadataStore(clients.dynamodb, settings.table_name, settings.layout),
             settings,
             urls=object_urls(settings, clients),
         )
@@ -275,7 +275,7 @@ class ImageService:
             }
             for record in page.records
         ]
-        next_token = None if page.cursor is None else self._tokens.encode(page.cursor, filters)
+        next_token = None if page.next is None else self._tokens.encode(page.next, filters)
         return {"items": items, "count": len(items), "next_token": next_token}
 
     def get_image(self, image_id: str) -> ImageRecord:

@@ -9,7 +9,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import boto3
 
-from tests.unit.conftest import BUCKET, TABLE, image_bytes, post_form, post_json, upload
+from chalicelib.keys import sharded
+from tests.unit.conftest import BUCKET, SETTINGS, TABLE, image_bytes, post_form, post_json, upload
 
 RECORD_FIELDS = {
     "frames",
@@ -102,17 +103,26 @@ def test_multipart_upload_with_every_field(client, s3):
 def test_upload_writes_the_image_item_and_one_item_per_tag_and_tag_pair(client):
     record = upload(client, tags=["b", "a", "c"])
 
-    keys = {(item["pk"]["S"], item["sk"]["S"]) for item in _table_items()}
+    items = _table_items()
+    keys = {(item["pk"]["S"], item["sk"]["S"]) for item in items}
     sort_key = f"{record['created_at']}#{record['image_id']}"
+    tag_shards = SETTINGS.tag_shards
     assert keys == {
         (f"IMAGE#{record['image_id']}", "META"),
-        ("TAG#a", sort_key),
-        ("TAG#b", sort_key),
-        ("TAG#c", sort_key),
-        ("TAG#a+b", sort_key),
-        ("TAG#a+c", sort_key),
-        ("TAG#b+c", sort_key),
+        *(
+            (sharded(f"TAG#{partition}", record["image_id"], tag_shards), sort_key)
+            for partition in ["a", "b", "c", "a+b", "a+c", "b+c"]
+        ),
+        # The upload's month, and the next one marked ahead of its first upload.
         ("FEEDMONTHS", "2026-11"),
+        ("FEEDMONTHS", "2026-12"),
+    }
+    [image] = [item for item in items if item["pk"]["S"].startswith("IMAGE#")]
+    feed = sharded("FEED#2026-11", record["image_id"], SETTINGS.feed_shards)
+    assert image["gsi2pk"]["S"] == feed and feed.startswith("FEED#2026-11#")
+    assert image["shards"]["M"] == {
+        "feed": {"N": str(SETTINGS.feed_shards)},
+        "tag": {"N": str(tag_shards)},
     }
 
 
@@ -195,7 +205,7 @@ def test_delete_by_owner_removes_object_and_every_item(client, s3):
     assert response.status_code == 200
     assert response.json_body == {"message": "Image deleted", "image_id": record["image_id"]}
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET)
-    assert [item["pk"]["S"] for item in _table_items()] == ["FEEDMONTHS"]
+    assert [item["pk"]["S"] for item in _table_items()] == ["FEEDMONTHS", "FEEDMONTHS"]
     assert client.http.get(f"/images/{record['image_id']}").status_code == 404
     assert client.http.get("/images?tag=a").json_body["items"] == []
 
@@ -248,7 +258,7 @@ def test_delete_by_another_user_is_403_and_deletes_nothing(client, s3):
     assert response.status_code == 403
     assert response.json_body["Code"] == "ForbiddenError"
     assert s3.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 1 + len(record["renditions"])
-    assert len(_table_items()) == 3
+    assert len(_table_items()) == 4  # the image, its tag item, two month markers
 
 
 def test_delete_unknown_id_is_404(client):

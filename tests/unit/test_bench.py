@@ -23,7 +23,7 @@ PATTERNS = [
     "title search",
     "title + user",
 ]
-TINY = ["--users", "10", "--tags", "8", "--skip-imaging"]  # tests/unit/test_bench_imaging.py
+TINY = ["--users", "10", "--tags", "8", "--skip-imaging", "--skip-scale"]  # test_bench_*.py
 
 
 def run(tmp_path: Path, *extra: str) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from chalice.test import Client
 
 from chalicelib import ingest
 from chalicelib.errors import NotOwnerError
+from chalicelib.keys import membership_partitions
 from chalicelib.service import (
     AWS_CONNECT_TIMEOUT_SECONDS,
     AWS_MAX_ATTEMPTS,
@@ -932,8 +933,9 @@ def test_a_membership_of_a_live_image_is_never_deleted_as_an_orphan(
     client: Client, aws_clients: AwsClients, service: ImageService
 ) -> None:
     record = upload(client, tags=["a"])
+    [partition] = membership_partitions(record["image_id"], ["a"], service.metadata.layout)
     membership = {
-        "pk": "TAG#a",
+        "pk": partition,
         "sk": f"{record['created_at']}#{record['image_id']}",
         "image_id": record["image_id"],
     }

@@ -15,6 +15,7 @@ import boto3
 import pytest
 from chalice.test import Client
 
+from chalicelib.metadata import membership_keys
 from chalicelib.service import ImageService
 from tests.invariants import Key, membership_problems
 from tests.unit.conftest import TABLE, upload
@@ -43,7 +44,10 @@ def expected_memberships(service: ImageService) -> Any:
     def keys(image_id: str) -> set[Key]:
         record = service.metadata.get_image(image_id)
         assert record is not None
-        return {(key["pk"], key["sk"]) for key in service.metadata._membership_keys(record)}
+        return {
+            (key["pk"], key["sk"])
+            for key in membership_keys(record, record.layout or service.metadata.layout)
+        }
 
     return keys
 

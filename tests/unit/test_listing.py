@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from chalicelib.config import Settings
 from chalicelib.service import ImageService
-from tests.unit.conftest import FixedClock, upload
+from tests.unit.conftest import SETTINGS, FixedClock, upload
+
+UNSHARDED = dataclasses.replace(SETTINGS, feed_shards=1, tag_shards=1)
+
+
+@pytest.fixture(params=[SETTINGS, UNSHARDED], ids=["sharded", "unsharded"])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """Every listing test runs on the sharded layout of the unit tests (4 feed shards,
+    3 tag shards) and on the unsharded one (one partition per tag and month)."""
+    setting: Settings = request.param
+    return setting
+
+
+@pytest.fixture
+def unsharded(settings: Settings) -> None:
+    """Skip a test of exact read counts on the sharded layout, whose reads depend on how
+    the items fall into shards (``tests/unit/test_shards.py`` bounds them there)."""
+    if settings.feed_shards > 1:
+        pytest.skip("exact read counts hold for one partition; see test_shards.py")
+
 
 # (user, month, day, tags, title), uploaded oldest first.
 CATALOGUE = [
@@ -199,7 +220,7 @@ def _count_reads(service: ImageService) -> tuple[list[int], list[int]]:
     "query",
     ["user_id=bob", "tag=cat", "tags=cat,dog", "date_from=2026-03-01", ""],
 )
-def test_a_page_reads_its_items_and_one_look_ahead(client, clock, service, query):
+def test_a_page_reads_its_items_and_one_look_ahead(client, clock, service, unsharded, query):
     for number in range(36):
         clock.now = datetime(2026, 1 + number % 12, 1 + number // 12, tzinfo=UTC)
         upload(
@@ -217,7 +238,7 @@ def test_a_page_reads_its_items_and_one_look_ahead(client, clock, service, query
 
 @pytest.mark.parametrize("query", ["", "tags=cat,dog", "user_id=bob&date_from=2026-02-01"])
 def test_a_full_page_through_reads_each_item_once_plus_one_look_ahead_per_page(
-    client, clock, service, query
+    client, clock, service, unsharded, query
 ):
     for number in range(30):
         clock.now = datetime(2026, 1 + number % 10, 1 + number // 10, tzinfo=UTC)
@@ -232,7 +253,9 @@ def test_a_full_page_through_reads_each_item_once_plus_one_look_ahead_per_page(
     assert sum(markers) <= (10 + len(pages) if query == "" else 10)
 
 
-def test_a_tag_filter_beyond_the_pair_sizes_queries_by_selectivity(client, clock, service):
+def test_a_tag_filter_beyond_the_pair_sizes_queries_by_selectivity(
+    client, clock, service, unsharded
+):
     for number in range(60):
         upload(client, tags=["cat", "dog", "rare"] if number % 10 == 0 else ["cat", "dog"])
     images, _ = _count_reads(service)

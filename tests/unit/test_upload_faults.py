@@ -19,7 +19,6 @@ every kind of leftover.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -33,6 +32,7 @@ from chalice.test import Client
 
 from chalicelib import ingest
 from chalicelib.config import Settings
+from chalicelib.keys import membership_partitions
 from chalicelib.service import AwsClients, ImageService
 from chalicelib.sweep import Sweep, SweepReport
 from tests.faults import drained, inject_on_key
@@ -114,10 +114,7 @@ def _object_keys(record: dict[str, Any]) -> set[str]:
 def _items(record: dict[str, Any], upload_id: str) -> set[tuple[str, str]]:
     """The items carrying the image's id: the image, a tag item per tag and per pair of
     tags, and the upload item."""
-    tags = sorted(record["tags"])
-    partitions = [f"TAG#{tag}" for tag in tags] + [
-        f"TAG#{a}+{b}" for a, b in itertools.combinations(tags, 2)
-    ]
+    partitions = membership_partitions(record["image_id"], record["tags"], SETTINGS.layout)
     sort_key = f"{record['created_at']}#{record['image_id']}"
     return {
         (f"IMAGE#{record['image_id']}", "META"),
