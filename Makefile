@@ -21,8 +21,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 
 install: $(VENV)/.installed ## create .venv and install runtime + dev dependencies
 
-run: install ## serve the API on http://127.0.0.1:$(PORT) (moto's server unless AWS_ENDPOINT_URL is set; AUTH_MODE=jwt for tokens)
-	$(BIN)/python -m scripts.run_local --port $(PORT)
+run: install ## serve the API on http://127.0.0.1:$(PORT) (moto's server unless AWS_ENDPOINT_URL is set; AUTH_MODE=jwt for tokens; RELOAD=1 restarts on code changes)
+	$(BIN)/python -m scripts.run_local --port $(PORT) $(if $(RELOAD),--reload)
 
 token: install ## print a bearer token for USER (TTL seconds, default 3600) signed with the dev stage's JWT_SECRET
 	@$(BIN)/python -m scripts.token "$(USER)" $(if $(TTL),--ttl $(TTL))

@@ -96,7 +96,7 @@ def test_another_processes_state_file_is_not_removed(tmp_path: Path) -> None:
 
 
 def test_the_state_file_is_outside_the_project_unless_overridden() -> None:
-    # Under the project, writing it would make chalice local's autoreload restart.
+    # Run state is not part of the checkout.
     default = state_path({})
     assert PROJECT_DIR not in default.parents
     assert default.name.startswith("image-service-run-local-")
@@ -163,3 +163,28 @@ def test_reconcile_without_anything_to_talk_to_says_what_it_needs(
     assert "start `make run` first" in error
     assert "AWS_ENDPOINT_URL" in error
     assert "NoRegionError" not in error
+
+
+# --- make run RELOAD=1 watches the code only --------------------------------------------
+
+
+def test_reload_watches_the_code_and_nothing_else(tmp_path: Path) -> None:
+    from scripts.run_local import code_fingerprint
+
+    (tmp_path / "chalicelib" / "web").mkdir(parents=True)
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / "app.py").write_text("app")
+    (tmp_path / "chalicelib" / "web" / "app.js").write_text("js")
+    (tmp_path / ".chalice" / "config.json").write_text("{}")
+    before = code_fingerprint(tmp_path)
+    assert sorted(before) == [".chalice/config.json", "app.py", "chalicelib/web/app.js"]
+
+    (tmp_path / "infra" / "chalice").mkdir(parents=True)
+    (tmp_path / "infra" / "chalice" / "chalice.tf.json").write_text("{}")  # make deploy
+    (tmp_path / "chalicelib" / "__pycache__").mkdir()
+    (tmp_path / "chalicelib" / "__pycache__" / "x.pyc").write_text("")
+    (tmp_path / "README.md").write_text("docs")
+    assert code_fingerprint(tmp_path) == before
+
+    os.utime(tmp_path / "chalicelib" / "web" / "app.js", ns=(1, 1))
+    assert code_fingerprint(tmp_path) != before
