@@ -35,7 +35,7 @@ from unittest import mock
 
 import moto.dynamodb.models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
-from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import Table
 
 #: One touched item: its table, key values, and its attributes before (None: absent).
@@ -75,8 +75,9 @@ def snapshot(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> 
             name = (table.name, hash_key, range_key)
             if name in taken:
                 continue
+            current: Item | None
             if range_key is None:
-                current = table.items.get(hash_key)
+                current = table.items.get(hash_key)  # type: ignore[assignment]
             else:
                 current = table.items.get(hash_key, {}).get(range_key)
             before = copy.deepcopy(current.to_json()["Attributes"]) if current else None
