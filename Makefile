@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run token test unit integration browser deploy-test lint bench bench-deps reconcile up package deploy destroy url down clean
+.PHONY: need-docker need-localstack help install run token test unit integration browser deploy-test lint bench bench-deps reconcile up package deploy destroy url down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}' | sed 's/\$$(PORT)/$(PORT)/g'
@@ -82,7 +82,17 @@ TF_VARS := -input=false -var-file=localstack.tfvars -var stage=$(STAGE) -var reg
 # else AUTH_MODE, else none on LocalStack (plain terraform defaults to jwt).
 WITH_SECRET := TF_VAR_token_secret="$${TF_VAR_token_secret:-$$(cat .token_secret)}" TF_VAR_jwt_secret="$${TF_VAR_jwt_secret:-$$(cat .jwt_secret)}" TF_VAR_auth_mode="$${TF_VAR_auth_mode:-$${AUTH_MODE:-none}}"
 
-up: ## start LocalStack (docker compose) and wait until it is healthy
+# `make up` and `make deploy` check first what they need and, when it is missing, stop at
+# once with one line saying what to do instead (no Docker: `make run`, `make deploy-test`).
+# The checks are make functions, so make prints that line as its only output.
+WITHOUT_DOCKER := without Docker, `make run` serves the API on the embedded emulator and `make deploy-test` runs the same Terraform against it
+need-docker:
+	$(if $(shell timeout 4 docker info > /dev/null 2>&1 && timeout 4 docker compose version > /dev/null 2>&1 && echo ok),,$(error make $(MAKECMDGOALS): no Docker engine answers (`docker info` failed) or its compose plugin is missing: start or install Docker; $(WITHOUT_DOCKER)))
+
+need-localstack:
+	$(if $(shell curl -fsS -m 4 $(LOCALSTACK_URL)/_localstack/health > /dev/null 2>&1 && echo ok),,$(error make $(MAKECMDGOALS): LocalStack does not answer at $(LOCALSTACK_URL)/_localstack/health: `make up` starts it (Docker); $(WITHOUT_DOCKER)))
+
+up: need-docker ## start LocalStack (docker compose) and wait until it is healthy
 	docker compose up -d --wait localstack
 	curl -fsS $(LOCALSTACK_URL)/_localstack/health > /dev/null
 
@@ -97,7 +107,7 @@ $(PACKAGED):
 $(TF_DIR)/.token_secret $(TF_DIR)/.jwt_secret:
 	umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(48))' > $@
 
-deploy: package $(TF_DIR)/.token_secret $(TF_DIR)/.jwt_secret ## package the app and apply infra/ to LocalStack with tflocal (after `make up`)
+deploy: need-localstack package $(TF_DIR)/.token_secret $(TF_DIR)/.jwt_secret ## package the app and apply infra/ to LocalStack with tflocal (after `make up`)
 	cd $(TF_DIR) && $(LOCALSTACK_TF) $(abspath $(BIN))/tflocal init $(TF_INIT_FLAGS)
 	cd $(TF_DIR) && $(LOCALSTACK_TF) $(WITH_SECRET) $(abspath $(BIN))/tflocal apply -auto-approve $(TF_VARS)
 	@echo "API base URL (make url prints it again):"

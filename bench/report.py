@@ -160,6 +160,9 @@ def render(results: dict[str, Any]) -> str:
         from bench.imaging import render as render_imaging
 
         lines += render_imaging(results["imaging"])
+    from bench.library import render as render_library
+
+    lines += render_library(results.get("library"))
     lines += ["## Targets", ""]
     lines += _table(
         ["target", "result", "measured"],
