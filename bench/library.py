@@ -7,7 +7,9 @@ base64) from ``--library-clients`` (default 4) parallel clients. After every
 :data:`WINDOW` uploads it reads the emulator's resident set (``VmRSS`` of the moto
 server's pid, from the banner ``make run`` prints). Reported: the upload rate and the
 emulator's RSS over the first and the last window, and their ratios (target: both
-within :data:`MAX_DRIFT`x). Before ``scripts/moto_patches.py``, each upload's
+within :data:`MAX_DRIFT`x), and the emulator's CPU time per upload in each window
+(what the rate would be on an idle machine: a shared machine's load moves the rate, not
+this). Before ``scripts/moto_patches.py``, each upload's
 transaction deep-copied the whole table: the rate fell and the RSS grew with every
 image stored.
 """
@@ -61,6 +63,12 @@ def tiny_png(number: int) -> bytes:
     return buffer.getvalue()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used, in seconds (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_bytes(pid: int) -> int:
     """Resident set size of ``pid`` in bytes (``VmRSS`` of ``/proc/PID/status``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -86,8 +94,10 @@ def measure_library(images: int, clients: int, progress: Callable[[str], None]) 
 
     Returns:
         ``{"images", "clients", "window", "windows": [{"uploaded", "seconds", "rate",
-        "rss_bytes"}], "first", "last", "rate_ratio", "rss_ratio", "failures"}``; rates
-        in uploads per second; ``rate_ratio`` first / last, ``rss_ratio`` last / first.
+        "rss_bytes", "emulator_cpu_ms"}], "first", "last", "rate_ratio", "rss_ratio",
+        "cpu_ratio", "failures"}``; rates in uploads per second, ``emulator_cpu_ms`` the
+        moto server's CPU milliseconds per upload; ``rate_ratio`` first / last, the
+        other ratios last / first.
 
     Raises:
         RuntimeError: the stack did not start, or more than 1% of uploads failed.
@@ -142,20 +152,23 @@ def _upload(
     with ThreadPoolExecutor(max_workers=max(1, clients)) as pool:
         for start in range(0, images, WINDOW):
             count = min(WINDOW, images - start)
-            began = time.perf_counter()
+            began, cpu = time.perf_counter(), cpu_seconds(moto_pid)
             list(pool.map(upload, range(start, start + count)))
             seconds = time.perf_counter() - began
+            cpu_ms = (cpu_seconds(moto_pid) - cpu) * 1000 / count
             windows.append(
                 {
                     "uploaded": start + count,
                     "seconds": seconds,
                     "rate": count / seconds,
                     "rss_bytes": rss_bytes(moto_pid),
+                    "emulator_cpu_ms": cpu_ms,
                 }
             )
             progress(
                 f"library: {start + count} uploaded, {count / seconds:.1f}/s, "
-                f"emulator RSS {windows[-1]['rss_bytes'] / 2**20:.0f} MiB"
+                f"emulator RSS {windows[-1]['rss_bytes'] / 2**20:.0f} MiB, "
+                f"CPU {cpu_ms:.1f} ms per upload"
             )
     if len(failures) > images // 100:
         raise RuntimeError(f"{len(failures)} of {images} uploads failed: {failures[:3]}")
@@ -169,6 +182,7 @@ def _upload(
         "last": last,
         "rate_ratio": first["rate"] / last["rate"],
         "rss_ratio": last["rss_bytes"] / first["rss_bytes"],
+        "cpu_ratio": last["emulator_cpu_ms"] / first["emulator_cpu_ms"],
         "failures": len(failures),
     }
 
@@ -195,7 +209,9 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"first {window} ({library['images']} uploads through make run)",
             "passed": library["rate_ratio"] <= MAX_DRIFT,
             "measured": f"{first['rate']:.1f}/s then {last['rate']:.1f}/s: "
-            f"{library['rate_ratio']:.2f}x",
+            f"{library['rate_ratio']:.2f}x (emulator CPU per upload "
+            f"{first['emulator_cpu_ms']:.1f} then {last['emulator_cpu_ms']:.1f} ms: "
+            f"{library['cpu_ratio']:.2f}x)",
         },
         {
             "target": f"library: emulator RSS after the last {window} within {MAX_DRIFT}x of "
@@ -219,11 +235,12 @@ def render(library: dict[str, Any] | None) -> list[str]:
         f"{library['window']} uploads: the rate and the moto server's RSS after it. "
         f"{library['failures']} failed.",
         "",
-        "| uploaded | uploads/s | emulator RSS (MiB) |",
-        "|---|---|---|",
+        "| uploaded | uploads/s | emulator CPU per upload (ms) | emulator RSS (MiB) |",
+        "|---|---|---|---|",
     ]
     lines += [
-        f"| {w['uploaded']} | {w['rate']:.1f} | {w['rss_bytes'] / 2**20:.0f} |"
+        f"| {w['uploaded']} | {w['rate']:.1f} | {w['emulator_cpu_ms']:.1f} "
+        f"| {w['rss_bytes'] / 2**20:.0f} |"
         for w in library["windows"]
     ]
     lines.append("")
