@@ -19,7 +19,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.installed ## create .venv and install runtime + dev dependencies
+# The CLI as a command that runs from any folder: the venv's Python on this checkout.
+$(BIN)/image-client: | $(VENV)/.installed
+	printf '#!/bin/sh\n# image-client: the image service CLI (scripts/client.py); written by make install\nPYTHONPATH="%s$${PYTHONPATH:+:$$PYTHONPATH}" exec "%s" -m scripts.client "$$@"\n' \
+	  "$(CURDIR)" "$(abspath $(BIN))/python" > $@
+	chmod +x $@
+
+install: $(VENV)/.installed $(BIN)/image-client ## create .venv, install runtime + dev dependencies and the CLI (.venv/bin/image-client)
 
 run: install ## serve the API on http://127.0.0.1:$(PORT) (moto's server unless AWS_ENDPOINT_URL is set; AUTH_MODE=jwt for tokens; RELOAD=1 restarts on code changes)
 	$(BIN)/python -m scripts.run_local --port $(PORT) $(if $(RELOAD),--reload)
