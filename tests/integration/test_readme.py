@@ -13,9 +13,10 @@ What a block gets:
 - ``make run``'s stack (``python -m scripts.run_local``, moto's server, chalice local) on a
   free port, started once for the module; every ``http://127.0.0.1:8000`` in a block
   is rewritten to it, and ``IMAGE_API_URL`` points the CLI at it.
-- A fresh working folder holding ``photo.jpg`` (~400 KB, as a real photo), ``photo.heic``, ``cat.jpg`` and
-  ``~/Pictures/trip/`` (``HOME`` is a folder of the test), and ``.venv/bin/image-client``
-  written by the Makefile's own rule (for a stand-in venv running this Python).
+- A fresh working folder holding ``photo.jpg`` (~400 KB, as a real photo),
+  ``photo.heic``, ``cat.jpg`` and ``~/Pictures/trip/`` (``HOME`` is a folder of the
+  test), and ``.venv/bin/image-client`` written by the Makefile's own rule (for a
+  stand-in venv running this Python).
 - ``IMAGE_ID``: an image alice uploaded just before the block (blocks delete it).
 
 A failure names the README line of the block and shows the block as run, its exit

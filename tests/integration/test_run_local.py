@@ -104,8 +104,8 @@ def test_make_run_starts_moto_creates_resources_serves_and_stops_cleanly(log_pat
         assert health.json() == {"status": "ok"}
         # The AWS CLI line: dummy credentials next to the endpoint (issue 18).
         assert (
-            f"AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 aws --endpoint-url {endpoint}"
-            in log_path.read_text()
+            "AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 "
+            f"aws --endpoint-url {endpoint}" in log_path.read_text()
         )
 
         # Issue 18: a file written in the repository (as `make deploy` writes infra/chalice)
