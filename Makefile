@@ -33,11 +33,16 @@ run: install ## serve the API on http://127.0.0.1:$(PORT) (moto's server unless 
 token: install ## print a bearer token for USER (TTL seconds, default 3600) signed with the dev stage's JWT_SECRET
 	@$(BIN)/python -m scripts.token "$(USER)" $(if $(TTL),--ttl $(TTL))
 
-test: install ## run every test: unit, integration, deploy (skips print their reason)
-	$(TF_ENV) $(BIN)/pytest
+# Unit tests run in parallel (pytest-xdist; PYTEST_WORKERS=1 runs them in this process),
+# then the others in one process: they start servers and share infra/chalice.
+PYTEST_WORKERS ?= auto
+test: install ## run every test: unit (in parallel), integration, deploy (skips print their reason)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) tests/unit; unit=$$?; \
+	$(TF_ENV) $(BIN)/pytest --ignore=tests/unit; rest=$$?; \
+	exit $$(( unit != 0 ? unit : rest ))
 
-unit: install ## unit tests only (Chalice test client + moto in-process)
-	$(BIN)/pytest tests/unit
+unit: install ## unit tests only (Chalice test client + moto in-process), in parallel
+	$(BIN)/pytest -n $(PYTEST_WORKERS) tests/unit
 
 integration: install ## real HTTP: chalice local + moto's server as subprocesses
 	$(BIN)/pytest tests/integration
@@ -90,13 +95,15 @@ WITH_SECRET := TF_VAR_token_secret="$${TF_VAR_token_secret:-$$(cat .token_secret
 
 # `make up` and `make deploy` check first what they need and, when it is missing, stop at
 # once with one line saying what to do instead (no Docker: `make run`, `make deploy-test`).
-# The checks are make functions, so make prints that line as its only output.
+# The checks are make functions, so make prints that line as its only output; `make -n`
+# (a dry run: no command runs) skips them.
+DRY_RUN = $(findstring n,$(firstword -$(MAKEFLAGS)))
 WITHOUT_DOCKER := without Docker, `make run` serves the API on the embedded emulator and `make deploy-test` runs the same Terraform against it
 need-docker:
-	$(if $(shell timeout 4 docker info > /dev/null 2>&1 && timeout 4 docker compose version > /dev/null 2>&1 && echo ok),,$(error make $(MAKECMDGOALS): no Docker engine answers (`docker info` failed) or its compose plugin is missing: start or install Docker; $(WITHOUT_DOCKER)))
+	$(if $(DRY_RUN),,$(if $(shell timeout 4 docker info > /dev/null 2>&1 && timeout 4 docker compose version > /dev/null 2>&1 && echo ok),,$(error make $(MAKECMDGOALS): no Docker engine answers (`docker info` failed) or its compose plugin is missing: start or install Docker; $(WITHOUT_DOCKER))))
 
 need-localstack:
-	$(if $(shell curl -fsS -m 4 $(LOCALSTACK_URL)/_localstack/health > /dev/null 2>&1 && echo ok),,$(error make $(MAKECMDGOALS): LocalStack does not answer at $(LOCALSTACK_URL)/_localstack/health: `make up` starts it (Docker); $(WITHOUT_DOCKER)))
+	$(if $(DRY_RUN),,$(if $(shell curl -fsS -m 4 $(LOCALSTACK_URL)/_localstack/health > /dev/null 2>&1 && echo ok),,$(error make $(MAKECMDGOALS): LocalStack does not answer at $(LOCALSTACK_URL)/_localstack/health: `make up` starts it (Docker); $(WITHOUT_DOCKER))))
 
 up: need-docker ## start LocalStack (docker compose) and wait until it is healthy
 	docker compose up -d --wait localstack

@@ -23,7 +23,8 @@ PATTERNS = [
     "title search",
     "title + user",
 ]
-TINY = ["--users", "10", "--tags", "8", "--skip-imaging"]  # tests/unit/test_bench_imaging.py
+# Imaging: tests/unit/test_bench_imaging.py; the library: tests/unit/test_bench_library.py.
+TINY = ["--users", "10", "--tags", "8", "--skip-imaging", "--library-images", "0"]
 
 
 def run(tmp_path: Path, *extra: str) -> dict[str, Any]:
