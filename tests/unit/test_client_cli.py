@@ -211,8 +211,13 @@ def test_a_file_says_processing_while_complete_runs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", [["upload", "x.png"], ["delete", "ID"]])
 def test_a_missing_identity_names_the_flags(
-    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    command: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path / "x.png")
     for name in ("IMAGE_USER", "IMAGE_API_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(cli, "ApiClient", FakeApi)  # never called
