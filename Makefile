@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run token test unit integration browser deploy-test fuzz lint bench bench-deps reconcile keys up package deploy destroy url down clean
+.PHONY: need-docker need-localstack help install run token test unit integration browser deploy-test fuzz lint bench bench-deps reconcile keys up package deploy destroy url down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}' | sed 's/\$$(PORT)/$(PORT)/g'
@@ -19,19 +19,30 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.installed ## create .venv and install runtime + dev dependencies
+# The CLI as a command that runs from any folder: the venv's Python on this checkout.
+$(BIN)/image-client: | $(VENV)/.installed
+	printf '#!/bin/sh\n# image-client: the image service CLI (scripts/client.py); written by make install\nPYTHONPATH="%s$${PYTHONPATH:+:$$PYTHONPATH}" exec "%s" -m scripts.client "$$@"\n' \
+	  "$(CURDIR)" "$(abspath $(BIN))/python" > $@
+	chmod +x $@
 
-run: install ## serve the API on http://127.0.0.1:$(PORT) (moto's server unless AWS_ENDPOINT_URL is set; AUTH_MODE=jwt for tokens)
-	$(BIN)/python -m scripts.run_local --port $(PORT)
+install: $(VENV)/.installed $(BIN)/image-client ## create .venv, install runtime + dev dependencies and the CLI (.venv/bin/image-client)
+
+run: install ## serve the API on http://127.0.0.1:$(PORT) (moto's server unless AWS_ENDPOINT_URL is set; AUTH_MODE=jwt for tokens; RELOAD=1 restarts on code changes)
+	$(BIN)/python -m scripts.run_local --port $(PORT) $(if $(RELOAD),--reload)
 
 token: install ## print a bearer token for USER (TTL seconds, default 3600) signed with the dev stage's JWT_SECRET
 	@$(BIN)/python -m scripts.token "$(USER)" $(if $(TTL),--ttl $(TTL))
 
-test: install ## run every test: unit, integration, deploy (skips print their reason)
-	$(TF_ENV) $(BIN)/pytest
+# Unit tests run in parallel (pytest-xdist; PYTEST_WORKERS=1 runs them in this process),
+# then the others in one process: they start servers and share infra/chalice.
+PYTEST_WORKERS ?= auto
+test: install ## run every test: unit (in parallel), integration, deploy (skips print their reason)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) tests/unit; unit=$$?; \
+	$(TF_ENV) $(BIN)/pytest --ignore=tests/unit; rest=$$?; \
+	exit $$(( unit != 0 ? unit : rest ))
 
-unit: install ## unit tests only (Chalice test client + moto in-process)
-	$(BIN)/pytest tests/unit
+unit: install ## unit tests only (Chalice test client + moto in-process), in parallel
+	$(BIN)/pytest -n $(PYTEST_WORKERS) tests/unit
 
 integration: install ## real HTTP: chalice local + moto's server as subprocesses
 	$(BIN)/pytest tests/integration
@@ -88,7 +99,19 @@ WITH_SECRET := TF_VAR_token_secret="$${TF_VAR_token_secret:-$$(cat .token_secret
 keys: install ## new CloudFront signing key pair: private key to SSM (/image-service/$(STAGE)/cloudfront-key/…) and infra/.cloudfront_private_key.pem, public key appended to infra/cloudfront_keys.auto.tfvars.json (ARGS=--retire, --no-parameter)
 	$(BIN)/python -m scripts.cloudfront_keys --stage $(STAGE) $(ARGS)
 
-up: ## start LocalStack (docker compose) and wait until it is healthy
+# `make up` and `make deploy` check first what they need and, when it is missing, stop at
+# once with one line saying what to do instead (no Docker: `make run`, `make deploy-test`).
+# The checks are make functions, so make prints that line as its only output; `make -n`
+# (a dry run: no command runs) skips them.
+DRY_RUN = $(findstring n,$(firstword -$(MAKEFLAGS)))
+WITHOUT_DOCKER := without Docker, `make run` serves the API on the embedded emulator and `make deploy-test` runs the same Terraform against it
+need-docker:
+	$(if $(DRY_RUN),,$(if $(shell timeout 4 docker info > /dev/null 2>&1 && timeout 4 docker compose version > /dev/null 2>&1 && echo ok),,$(error make $(MAKECMDGOALS): no Docker engine answers (`docker info` failed) or its compose plugin is missing: start or install Docker; $(WITHOUT_DOCKER))))
+
+need-localstack:
+	$(if $(DRY_RUN),,$(if $(shell curl -fsS -m 4 $(LOCALSTACK_URL)/_localstack/health > /dev/null 2>&1 && echo ok),,$(error make $(MAKECMDGOALS): LocalStack does not answer at $(LOCALSTACK_URL)/_localstack/health: `make up` starts it (Docker); $(WITHOUT_DOCKER))))
+
+up: need-docker ## start LocalStack (docker compose) and wait until it is healthy
 	docker compose up -d --wait localstack
 	curl -fsS $(LOCALSTACK_URL)/_localstack/health > /dev/null
 
@@ -103,7 +126,7 @@ $(PACKAGED):
 $(TF_DIR)/.token_secret $(TF_DIR)/.jwt_secret:
 	umask 077 && $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(48))' > $@
 
-deploy: package $(TF_DIR)/.token_secret $(TF_DIR)/.jwt_secret ## package the app and apply infra/ to LocalStack with tflocal (after `make up`)
+deploy: need-localstack package $(TF_DIR)/.token_secret $(TF_DIR)/.jwt_secret ## package the app and apply infra/ to LocalStack with tflocal (after `make up`)
 	cd $(TF_DIR) && $(LOCALSTACK_TF) $(abspath $(BIN))/tflocal init $(TF_INIT_FLAGS)
 	cd $(TF_DIR) && $(LOCALSTACK_TF) $(WITH_SECRET) $(abspath $(BIN))/tflocal apply -auto-approve $(TF_VARS)
 	@echo "API base URL (make url prints it again):"

@@ -21,6 +21,10 @@ tables. At the benchmark's default size (10,000 images, ~80,000 items) one Query
    each), so a page deep in a partition costs O(partition). Patched: an item's size
    is computed once and kept until an update changes the item.
 
+6. ``transact_write_items`` deep-copies whole tables to roll back: seeding cost grows
+   with the table. Patched in :mod:`scripts.moto_patches` (the emulator uses it too):
+   only the items the transaction touches are copied.
+
 moto's own query and scan code still runs, on that smaller list, so items, order,
 ``ScannedCount`` and ``LastEvaluatedKey`` are what moto computes without the patches:
 ``tests/unit/test_bench.py`` runs the listing benchmark with and without them and
@@ -42,6 +46,8 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.models.utilities import bytesize
+
+from scripts.moto_patches import item_level_rollback
 
 #: moto's item size limit (``LimitedSizeDict.__setitem__``), bytes.
 _MOTO_ITEM_LIMIT = 405_000
@@ -231,6 +237,7 @@ def faster_moto() -> Iterator[None]:
             del self.__dict__[_ONLY]
 
     with contextlib.ExitStack() as patches:
+        patches.enter_context(item_level_rollback())
         for target, name, replacement in (
             (DynamoType, "cast_value", property(cast_value)),
             (Item, "__init__", item_init),

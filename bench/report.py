@@ -204,6 +204,9 @@ def render(results: dict[str, Any]) -> str:
         from bench.processing_cpu import render as render_processing_cpu
 
         lines += render_processing_cpu(results["processing_cpu"])
+    from bench.library import render as render_library
+
+    lines += render_library(results.get("library"))
     lines += ["## Targets", ""]
     lines += _table(
         ["target", "result", "measured"],

@@ -29,8 +29,14 @@ table (``SWEEP``/``CURSOR``), so a large bucket or table never needs one long ru
 next run continues there, and after the last phase starts again at the first.
 ``make reconcile`` sweeps from start to end, reporting only unless ``--fix``.
 
+A slow or failing dependency (a read timeout, throttling, a 5xx: :func:`is_transient`)
+fails the slice in hand, not the run: the slice is read again after a backoff
+(``backoff_seconds``, doubling), up to ``slice_attempts`` times, and a leftover seen by
+several tries is reported once. Only then does the run stop with :class:`SweepStopped`
+(the cursor still at the last finished slice).
+
 Usage: ``python -m chalicelib.sweep [--fix] [--grace-minutes 60]``; prints the report
-as one JSON object.
+as one JSON object, or one line on stderr (exit 1) when a slice keeps failing.
 """
 
 from __future__ import annotations
@@ -39,17 +45,24 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from chalicelib.config import Settings
 from chalicelib.errors import (
+    AWS_CALL_FAILURES,
+    SERVER_FAULT_CODES,
     DependencyError,
     ImageNotFoundError,
     ImageServiceError,
     WriteConflictError,
+    aws_error_code,
+    is_throttling,
 )
 from chalicelib.metadata import TableItem, UploadRecord
 from chalicelib.service import ImageService
@@ -75,6 +88,45 @@ SCHEDULED_SLICES = 10
 #: does). A slice cut short by the timeout loses only its own progress: the cursor is
 #: saved after every slice, and what a slice does is safe to do again.
 SLICE_RESERVE_MS = 2_000
+#: Tries of one slice before the run stops, and the first pause between them (seconds,
+#: doubling: 1, 2, 4). botocore has already retried each call inside a try.
+SLICE_ATTEMPTS = 4
+SLICE_BACKOFF_SECONDS = 1.0
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a slice that raised ``error`` is worth reading again: no answer (timeouts,
+    connections dropped), throttling, a server fault, or a :class:`DependencyError`
+    (S3 or DynamoDB failing after the client's retries). Other error answers (access
+    denied, validation) and programming errors are not."""
+    if isinstance(error, DependencyError):
+        return True
+    if isinstance(error, ClientError):
+        return is_throttling(error) or aws_error_code(error) in SERVER_FAULT_CODES
+    return isinstance(error, AWS_CALL_FAILURES)
+
+
+class SweepStopped(Exception):
+    """A slice failed ``attempts`` times in a row; ``__cause__`` is the last error.
+
+    Attributes:
+        phase: the phase of that slice (one of :data:`PHASES`).
+        position: where the slice started (what the saved cursor says).
+        attempts: how many times it was tried.
+        report: what the run found before it stopped.
+    """
+
+    def __init__(
+        self, phase: str, position: Any, attempts: int, report: SweepReport, error: Exception
+    ) -> None:
+        super().__init__(
+            f"the sweep stopped in its {phase} phase: one slice failed {attempts} times, "
+            f"last with {aws_error_code(error)}: {error}"
+        )
+        self.phase = phase
+        self.position = position
+        self.attempts = attempts
+        self.report = report
 
 
 @dataclass
@@ -124,6 +176,9 @@ class Sweep:
         grace: nothing younger than this is touched.
         clock: the current time, timezone-aware (tests pass a later one).
         slice_items: items per slice (see the module docstring).
+        slice_attempts: tries of one slice before :class:`SweepStopped`.
+        backoff_seconds: pause after a slice's first failure, doubling after each.
+        sleep: how to pause (tests pass a recorder).
     """
 
     def __init__(
@@ -134,12 +189,18 @@ class Sweep:
         grace: timedelta,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         slice_items: int = DEFAULT_SLICE_ITEMS,
+        slice_attempts: int = SLICE_ATTEMPTS,
+        backoff_seconds: float = SLICE_BACKOFF_SECONDS,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.service = service
         self.fix = fix
         self.grace = grace
         self._clock = clock
         self.slice_items = slice_items
+        self.slice_attempts = max(1, slice_attempts)
+        self.backoff_seconds = backoff_seconds
+        self._sleep = sleep
 
     @classmethod
     def scheduled(cls, service: ImageService) -> Sweep:
@@ -164,8 +225,11 @@ class Sweep:
                 with less than :data:`SLICE_RESERVE_MS` left.
 
         Raises:
-            botocore.exceptions.ClientError and other AWS failures: what was fixed
-                before stays fixed; the next run continues from the last saved slice.
+            SweepStopped: a slice failed :func:`is_transient`-ly ``slice_attempts``
+                times; what was fixed before stays fixed, the next run continues from
+                the last saved slice.
+            botocore.exceptions.ClientError: another error answer (access denied...),
+                at once, with the same guarantees.
         """
         metadata = self.service.metadata
         cursor = (metadata.get_sweep_cursor() if resume else None) or {"phase": PHASES[0]}
@@ -177,7 +241,7 @@ class Sweep:
         while max_slices is None or slices < max_slices:
             if slices and time_left_ms is not None and time_left_ms() < SLICE_RESERVE_MS:
                 break
-            position = self._slice(phase, position, report)
+            position = self._retried_slice(phase, position, report)
             slices += 1
             if position is None:  # the phase is done: the next one, or the end
                 index = PHASES.index(phase) + 1
@@ -193,6 +257,37 @@ class Sweep:
         return report
 
     # --- slices -----------------------------------------------------------------------
+
+    def _retried_slice(self, phase: str, position: Any, report: SweepReport) -> Any:
+        """:meth:`_slice`, tried again after a backoff when it fails transiently (what a
+        slice does is safe to do again). A finding of a failed try stays in the report
+        (with ``fix``, it may have been acted on), once however many tries saw it."""
+        lists = [value for value in vars(report).values() if isinstance(value, list)]
+        before = [len(value) for value in lists]
+        for attempt in range(1, self.slice_attempts + 1):
+            try:
+                after = self._slice(phase, position, report)
+            except Exception as error:
+                if not is_transient(error):
+                    raise
+                if attempt == self.slice_attempts:
+                    raise SweepStopped(phase, position, attempt, report, error) from error
+                delay = self.backoff_seconds * 2 ** (attempt - 1)
+                logger.warning(
+                    "sweep: %s slice from %r failed (%s), again in %.1f s",
+                    phase,
+                    position,
+                    aws_error_code(error),
+                    delay,
+                )
+                self._sleep(delay)
+                continue
+            if attempt > 1:
+                for value, start in zip(lists, before, strict=True):
+                    unique = {json.dumps(entry, sort_keys=True): entry for entry in value[start:]}
+                    value[start:] = unique.values()
+            return after
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _slice(self, phase: str, position: Any, report: SweepReport) -> Any:
         """Sweep one slice of ``phase`` from ``position``; returns the next position
@@ -318,8 +413,8 @@ class Sweep:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``make reconcile``: the whole sweep, settings from the environment like the
-    Lambda's. Prints the report as JSON on stdout and returns 0 (found or not); S3 or
-    DynamoDB errors propagate (exit status 1 with a traceback)."""
+    Lambda's. Prints the report as JSON on stdout and returns 0 (found or not); when a
+    slice keeps failing (:class:`SweepStopped`), one line on stderr and 1."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--fix", action="store_true", help="remove what is found")
     parser.add_argument(
@@ -338,7 +433,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         else timedelta(minutes=args.grace_minutes)
     )
     service = ImageService.from_settings(settings)
-    report = Sweep(service, fix=args.fix, grace=grace).run(max_slices=None, resume=False)
+    try:
+        report = Sweep(service, fix=args.fix, grace=grace).run(max_slices=None, resume=False)
+    except SweepStopped as stopped:
+        done = "what was fixed stays fixed; " if args.fix else ""
+        print(f"reconcile: {stopped}; {done}run it again", file=sys.stderr)
+        return 1
     print(json.dumps(asdict(report), indent=2))
     return 0
 

@@ -1,12 +1,13 @@
 """Command-line client of the image service: upload, list, download, edit, delete.
 
-Usage (``--api`` defaults to ``$IMAGE_API_URL``, else ``make run``'s http://127.0.0.1:8000)::
+Usage (``--api`` defaults to ``$IMAGE_API_URL``, else ``make run``'s http://127.0.0.1:8000;
+``make install`` installs it as ``.venv/bin/image-client``, which runs from any folder)::
 
-    python -m scripts.client upload PHOTO.jpg FOLDER/ --user alice --tags trip,beach
-    python -m scripts.client list --user alice --tags beach --from 2026-01-01 --title sea
-    python -m scripts.client download IMAGE_ID -o saved.jpg
-    python -m scripts.client edit IMAGE_ID --user alice --title "At dusk" --tags sunset,beach
-    python -m scripts.client delete IMAGE_ID --user alice
+    image-client upload PHOTO.jpg FOLDER/ --user alice --tags trip,beach
+    image-client list --user alice --tags beach --from 2026-01-01 --title sea
+    image-client download IMAGE_ID -o saved/        # a folder: keeps the image's filename
+    image-client edit IMAGE_ID --user alice --title "At dusk" --tags sunset,beach
+    image-client delete IMAGE_ID --user alice
 
 ``upload`` takes files and folders (folders are walked recursively and contribute the
 files whose extension is an image type the service accepts; a file named on the command
@@ -18,11 +19,17 @@ never held in memory), then ``POST /uploads/{id}/complete``. Several files uploa
 once (``--jobs``, default 4), each with its progress bar and one for the whole batch
 (``rich``). A failure is reported with the API's ``Message`` and does not stop the
 rest; the exit status is the number of files that failed (at most 125), 0 when all
-were uploaded.
+were uploaded. A file's bar says "processing" while the service processes it
+(``complete``).
 
-Identity: ``--user`` is sent as ``X-User-Id`` (``AUTH_MODE=none``), ``--token`` (or
-``$IMAGE_API_TOKEN``) as ``Authorization: Bearer`` (``AUTH_MODE=jwt``; ``make token``
-prints one). For ``list``, ``--user`` is the owner filter.
+``download -o PATH``: a PATH ending in ``/`` or naming a folder is a folder (created when
+missing) and the file keeps its name; an existing file is overwritten only with
+``--force``.
+
+Identity: ``--user`` (or ``$IMAGE_USER``) is sent as ``X-User-Id`` (``AUTH_MODE=none``),
+``--token`` (or ``$IMAGE_API_TOKEN``) as ``Authorization: Bearer`` (``AUTH_MODE=jwt``;
+``make token`` prints one); ``upload`` and ``delete`` without either stop at once, naming
+the flags. For ``list``, ``--user`` is the owner filter.
 """
 
 from __future__ import annotations
@@ -215,6 +222,9 @@ class ApiClient:
         except requests.RequestException as error:
             target.unlink(missing_ok=True)
             raise ApiError(0, f"download failed: {error}") from error
+        except ApiError:
+            target.unlink(missing_ok=True)
+            raise
 
 
 def collect_files(paths: Iterable[str]) -> tuple[list[Path], list[str]]:
@@ -279,8 +289,11 @@ def upload_file(
     title: str | None,
     tags: Sequence[str],
     on_bytes: Callable[[int], None],
+    on_processing: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
     """Upload one file through a direct upload; return the image's record.
+    ``on_bytes(n)`` follows the transfer to S3; ``on_processing()`` is called once the
+    bytes are in, before ``complete``.
 
     Raises:
         ApiError: any step refused (the message is the API's or S3's).
@@ -288,6 +301,7 @@ def upload_file(
     """
     started = client.call("POST", "/uploads", body=upload_request(path, client.user, title, tags))
     client.post_to_bucket(started["upload"], path, on_bytes)
+    on_processing()
     upload_id = started["upload_id"]
     answer: dict[str, Any] = client.call("POST", f"/uploads/{upload_id}/complete")
     # 202: the S3 event is still processing it; its status says when it is done.
@@ -357,8 +371,14 @@ def upload_all(
                     progress.advance(overall, now - sent)
                     sent = now
 
+            def on_processing() -> None:
+                with lock:
+                    progress.update(
+                        task, completed=sizes[path] or 1, description=f"{path.name} processing"
+                    )
+
             try:
-                record = upload_file(client, path, title, tags, on_bytes)
+                record = upload_file(client, path, title, tags, on_bytes, on_processing)
             except (ApiError, OSError) as error:
                 progress.update(task, description=f"[red]{path.name} failed")
                 return UploadOutcome(path, error=str(error))
@@ -383,6 +403,9 @@ def cmd_upload(client: ApiClient, args: argparse.Namespace) -> int:
     if not files:
         stderr.print("nothing to upload")
         return exit_status(len(problems) or 1)
+    if not client.user and not client.token:
+        stderr.print(f"[red]error[/red] {MISSING_IDENTITY}", highlight=False)
+        return 2
     outcomes = upload_all(client, files, args.title, _split_tags(args.tags), args.jobs)
     failed = [outcome for outcome in outcomes if outcome.error]
     failures = len(failed) + len(problems)
@@ -456,38 +479,65 @@ def cmd_list(client: ApiClient, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
-    table = Table(title=f"{len(records)} image(s)", show_lines=False)
-    for column in ("image_id", "title", "user", "tags", "size", "pixels", "created"):
-        table.add_column(column, overflow="fold")
-    for record in records:
-        table.add_row(
-            str(record.get("image_id", "")),
-            str(record.get("title") or record.get("filename") or ""),
-            str(record.get("user_id", "")),
-            ", ".join(record.get("tags") or []),
-            _size(record.get("size_bytes")),
-            f"{record.get('width')}x{record.get('height')}",
-            str(record.get("created_at", "")),
-        )
-    stdout.print(table)
+    stdout.print(listing_table(records, stdout.width))
     return 0
 
 
+def listing_table(records: Sequence[dict[str, Any]], width: int = 80) -> Table:
+    """``list``'s table: one line per image, fitting ``width`` columns (the terminal's).
+    The id (36 characters, what ``download``/``delete`` take) is never wrapped or cut;
+    filename and title share what is left, cut with an ellipsis; ``created`` is the date
+    (``YYYY-MM-DD``). User and tags get columns from 120 columns on (``--json`` has all)."""
+    wide = width >= 120
+    names = ("filename", "title", *(("user", "tags") if wide else ()))
+    # id 36, size up to 10 ("1023.9 KiB"), date 10, one space after each column.
+    shared = max(width - 36 - 10 - 10 - (len(names) + 3), 8 * len(names))
+    table = Table(title=f"{len(records)} image(s)", box=None, padding=(0, 1, 0, 0))
+    table.add_column("id", no_wrap=True, min_width=36)
+    for column in names:
+        table.add_column(column, no_wrap=True, overflow="ellipsis", max_width=shared // len(names))
+    table.add_column("size", no_wrap=True, justify="right")
+    table.add_column("created", no_wrap=True)
+    for record in records:
+        extra = (str(record.get("user_id", "")), ",".join(record.get("tags") or []))
+        table.add_row(
+            str(record.get("image_id", "")),
+            str(record.get("filename") or ""),
+            str(record.get("title") or ""),
+            *(extra if wide else ()),
+            _size(record.get("size_bytes")),
+            str(record.get("created_at", ""))[:10],
+        )
+    return table
+
+
 def download_target(output: str | None, filename: str) -> Path:
-    """Where ``download`` writes: ``output`` (a file, or a folder to put ``filename`` in),
-    else ``filename`` in the current folder. Only the last part of ``filename`` is used."""
+    """Where ``download`` writes: ``output`` (a file, or a folder to put ``filename`` in:
+    an existing folder, or a path ending in ``/``), else ``filename`` in the current
+    folder. Only the last part of ``filename`` is used."""
     name = Path(filename).name or "image"
     if output is None:
         return Path(name)
     target = Path(output)
-    return target / name if target.is_dir() else target
+    is_folder = output.endswith(("/", os.sep)) or target.is_dir()
+    return target / name if is_folder else target
 
 
 def cmd_download(client: ApiClient, args: argparse.Namespace) -> int:
-    """``download ID [-o PATH]``: the original, saved under its filename by default."""
+    """``download ID [-o PATH] [--force]``: the original, saved under its filename by
+    default; the folder is created when missing; an existing file is kept unless
+    ``--force`` (exit 1, nothing fetched)."""
     view = client.call("GET", f"/images/{args.image_id}", params={"download": "true"})
     target = download_target(args.output, str(view.get("filename") or args.image_id))
-    written = client.download(view["download_url"], target)
+    if target.exists() and not args.force:
+        stderr.print(
+            f"[red]error[/red] {target} exists: add --force to overwrite it", highlight=False
+        )
+        return 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.part")
+    written = client.download(view["download_url"], partial)
+    partial.replace(target)
     stderr.print(f"saved {target} ({_size(written)})")
     return 0
 
@@ -541,14 +591,18 @@ def cmd_edit(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def cmd_delete(client: ApiClient, args: argparse.Namespace) -> int:
-    """``delete ID``: the owner deletes an image."""
+    """``delete ID``: the owner deletes an image (exit 2 without an identity)."""
+    if not client.user and not client.token:
+        stderr.print(f"[red]error[/red] {MISSING_IDENTITY}", highlight=False)
+        return 2
     answer = client.call("DELETE", f"/images/{args.image_id}")
     stderr.print(f"{answer.get('message', 'deleted')}: {args.image_id}")
     return 0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """The command line of ``python -m scripts.client``."""
+    """The command line of ``image-client`` (``python -m scripts.client``)."""
+    user = os.environ.get("IMAGE_USER") or None
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--api",
@@ -560,14 +614,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=os.environ.get("IMAGE_API_TOKEN") or None,
         help="bearer token for AUTH_MODE=jwt (default $IMAGE_API_TOKEN; `make token`)",
     )
-    parser = argparse.ArgumentParser(
-        prog="python -m scripts.client", description=__doc__.split("\n", 1)[0]
-    )
+    parser = argparse.ArgumentParser(prog="image-client", description=__doc__.split("\n", 1)[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     upload = commands.add_parser("upload", parents=[common], help="upload files and folders")
     upload.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders")
-    upload.add_argument("--user", help="owner of the images (X-User-Id, AUTH_MODE=none)")
+    upload.add_argument(
+        "--user", default=user, help="owner of the images (X-User-Id; default $IMAGE_USER)"
+    )
     upload.add_argument("--tags", help="comma-separated tags for every image")
     upload.add_argument("--title", help="title for every image")
     upload.add_argument("--jobs", type=int, default=4, help="files at once (default 4)")
@@ -585,8 +639,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
     download = commands.add_parser("download", parents=[common], help="download an original")
     download.add_argument("image_id", metavar="ID")
-    download.add_argument("-o", "--output", help="file or folder to save to")
-    download.add_argument("--user", help="acting as (X-User-Id)")
+    download.add_argument("-o", "--output", help="file, or folder (ends in / or exists) to save to")
+    download.add_argument("--force", action="store_true", help="overwrite an existing file")
+    download.add_argument("--user", default=user, help="acting as (X-User-Id; $IMAGE_USER)")
 
     edit = commands.add_parser(
         "edit", parents=[common], help="edit an image's title, description, tags, metadata"
@@ -608,9 +663,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
     delete = commands.add_parser("delete", parents=[common], help="delete an image (owner)")
     delete.add_argument("image_id", metavar="ID")
-    delete.add_argument("--user", help="acting as (X-User-Id): the owner")
+    delete.add_argument(
+        "--user", default=user, help="acting as (X-User-Id; default $IMAGE_USER): the owner"
+    )
     return parser.parse_args(argv)
 
+
+#: What ``upload`` and ``delete`` say without --user or --token (the API would answer
+#: ``X-User-Id: missing``, naming a header the user never typed); exit status 2.
+MISSING_IDENTITY = (
+    "who are you acting as? pass --user NAME (or set IMAGE_USER) when the API runs with "
+    "AUTH_MODE=none, --token TOKEN (or IMAGE_API_TOKEN; `make token`) with AUTH_MODE=jwt"
+)
 
 COMMANDS: dict[str, Callable[[ApiClient, argparse.Namespace], int]] = {
     "upload": cmd_upload,

@@ -97,7 +97,8 @@ def serialized(app: Callable[..., Iterable[bytes]]) -> Callable[..., list[bytes]
 
 
 def serve(port: int) -> None:
-    """Serve moto's backends on 127.0.0.1:``port``, one request at a time, until killed."""
+    """Serve moto's backends on 127.0.0.1:``port``, one request at a time, with
+    transactions rolled back item by item, until killed."""
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -105,10 +106,13 @@ def serve(port: int) -> None:
     )
     from werkzeug.serving import run_simple
 
+    from scripts.moto_patches import item_level_rollback
+
     app = DomainDispatcherApplication(create_backend_app)
-    run_simple(
-        "127.0.0.1", port, serialized(app), threaded=True, request_handler=MotoRequestHandler
-    )
+    with item_level_rollback():
+        run_simple(
+            "127.0.0.1", port, serialized(app), threaded=True, request_handler=MotoRequestHandler
+        )
 
 
 def start_moto_server(port: int | None = None, quiet: bool = True) -> MotoServer:

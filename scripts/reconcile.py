@@ -8,7 +8,9 @@ The bucket and table names come from the stage in ``.chalice/config.json`` unles
    writes (:func:`scripts.run_local.state_path`), with its stage by default;
 3. AWS itself, when a region and credentials are configured.
 
-With none of them it says what it needs and exits 2, instead of failing in boto3.
+With none of them it says what it needs and exits 2, instead of failing in boto3; an
+emulator endpoint where nothing listens is one line naming it (exit 2). A slow emulator
+is retried slice by slice by the sweep (:class:`chalicelib.sweep.SweepStopped`).
 
 Usage: ``python -m scripts.reconcile [--stage dev] [--fix] [--grace-minutes 60]``
 """
@@ -17,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import MutableMapping
+from urllib.parse import urlsplit
 
 import boto3
 
@@ -34,7 +38,23 @@ NOTHING_TO_RECONCILE = (
 
 
 class NoEndpointError(Exception):
-    """Neither an endpoint nor AWS credentials and a region are configured."""
+    """Neither an endpoint nor AWS credentials and a region are configured, or nothing
+    listens at the endpoint."""
+
+
+def check_listening(endpoint: str, source: str, timeout: float = 3.0) -> None:
+    """Raise :class:`NoEndpointError` naming ``endpoint`` (from ``source``) when no TCP
+    connection to its host and port opens within ``timeout`` seconds."""
+    parts = urlsplit(endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return
+    except (OSError, ValueError) as error:
+        raise NoEndpointError(
+            f"nothing answers at {endpoint} (from {source}: {error}); start `make run`, "
+            "or point AWS_ENDPOINT_URL at a running emulator"
+        ) from error
 
 
 def locate_aws(environ: MutableMapping[str, str], stage: str | None) -> str:
@@ -46,7 +66,8 @@ def locate_aws(environ: MutableMapping[str, str], stage: str | None) -> str:
 
     Raises:
         NoEndpointError: no ``AWS_ENDPOINT_URL``, no running ``make run``, and no AWS
-            region or credentials (boto3 would fail with ``NoRegionError``).
+            region or credentials (boto3 would fail with ``NoRegionError``); or nothing
+            listens at the endpoint.
     """
     endpoint = environ.get("AWS_ENDPOINT_URL", "").strip()
     source = "AWS_ENDPOINT_URL"
@@ -58,6 +79,7 @@ def locate_aws(environ: MutableMapping[str, str], stage: str | None) -> str:
     if "BUCKET_NAME" not in environ:
         environ.update(stage_environment(stage or "dev"))
     if endpoint:
+        check_listening(endpoint, source)
         environ.update(aws_environment(endpoint, environ))
         return f"reconcile: {endpoint}, from {source}"
     session = boto3.session.Session()

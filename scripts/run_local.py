@@ -14,21 +14,25 @@ Steps:
    stage's environment) hands each event to ``app.on_upload_created``, the handler the
    deployed S3 notification invokes: moto invokes no Lambda, so without this a client
    that uploads and polls would wait forever (see :mod:`scripts.deliver_uploads`).
-4. ``chalice local --stage dev --host 127.0.0.1 --port PORT`` as a child whose environment
-   carries the endpoint, a region, and dummy credentials when the user has none. The
-   rest of the caller's environment passes through; the ``dev`` stage sets no
-   ``AUTH_MODE``, so ``AUTH_MODE=jwt make run`` serves with the JWT authorizer on.
+4. ``chalice local --stage dev --host 127.0.0.1 --port PORT --no-autoreload`` as a child
+   whose environment carries the endpoint, a region, and dummy credentials when the user
+   has none. The rest of the caller's environment passes through; the ``dev`` stage sets
+   no ``AUTH_MODE``, so ``AUTH_MODE=jwt make run`` serves with the JWT authorizer on.
+
+Reloading is opt-in (``--reload``, ``make run RELOAD=1``) and watches the code only
+(:data:`CODE_PATHS`): chalice's own autoreload restarts on a file written anywhere in
+the project (a ``make deploy`` restarted a running server nine times, dropping requests).
 
 While it serves, it says where in a small state file (:func:`state_path`: in the
 system's temporary directory, named after this checkout; ``RUN_LOCAL_STATE`` overrides
 it): ``{"pid", "api_url", "endpoint_url", "stage"}``. ``make reconcile`` reads it to find
 the running emulator (:func:`running_state`); the file is removed on exit.
 
-Ctrl-C or SIGTERM stops ``chalice local`` (its whole process group: with autoreload it
-is two processes), the event delivery and then moto. If ``chalice local``, the delivery
+Ctrl-C or SIGTERM stops ``chalice local`` (its whole process group), the event delivery
+and then moto. If ``chalice local``, the delivery
 or moto exits on its own, so does this script, with a non-zero status.
 
-Usage: ``python -m scripts.run_local [--port 8000] [--stage dev] [--no-autoreload]``
+Usage: ``python -m scripts.run_local [--port 8000] [--stage dev] [--reload]``
 """
 
 from __future__ import annotations
@@ -65,14 +69,16 @@ from scripts.emulator import (
 
 DEFAULT_REGION = DUMMY_CREDENTIALS["AWS_DEFAULT_REGION"]
 HOST = "127.0.0.1"
+#: What ``--reload`` watches, relative to the project: the app's code and its config.
+CODE_PATHS = ("app.py", "chalicelib", ".chalice/config.json")
 
 
 def state_path(environ: Mapping[str, str] | None = None) -> Path:
     """Where ``make run`` writes its state: ``RUN_LOCAL_STATE``, else
     ``<temporary directory>/image-service-run-local-<digest of the project path>.json``.
 
-    Outside the project on purpose: ``chalice local``'s autoreload restarts the server
-    (dropping requests in flight) whenever any file under the project changes. One file
+    Outside the project on purpose: run state is not part of the checkout (chalice's own
+    autoreload, had it been on, would restart the server at every write under it). One file
     per checkout, so ``make run`` in two checkouts do not mix.
     """
     env = os.environ if environ is None else environ
@@ -284,10 +290,9 @@ def delivery_command(queue_url: str, handler: str = DEFAULT_HANDLER) -> list[str
     ]
 
 
-def chalice_command(
-    port: int, stage: str = "dev", autoreload: bool = True, host: str = HOST
-) -> list[str]:
-    """The ``chalice local`` command line, using the ``chalice`` next to this Python.
+def chalice_command(port: int, stage: str = "dev", host: str = HOST) -> list[str]:
+    """The ``chalice local --no-autoreload`` command line, using the ``chalice`` next to
+    this Python (reloading, when asked for, is :func:`code_fingerprint`'s job).
 
     Raises:
         FileNotFoundError: no ``chalice`` executable is installed.
@@ -296,10 +301,23 @@ def chalice_command(
     executable = str(beside_python) if beside_python.exists() else shutil.which("chalice")
     if executable is None:
         raise FileNotFoundError("chalice is not installed: run `make install`")
-    command = [executable, "local", "--stage", stage, "--host", host, "--port", str(port)]
-    if not autoreload:
-        command.append("--no-autoreload")
-    return command
+    return [
+        executable,
+        *("local", "--stage", stage, "--host", host, "--port", str(port), "--no-autoreload"),
+    ]
+
+
+def code_fingerprint(project_dir: Path = PROJECT_DIR) -> dict[str, int]:
+    """``{relative path: mtime in ns}`` of every file under :data:`CODE_PATHS` (``__pycache__``
+    left out): what ``--reload`` compares every half second. Linear in the code's files."""
+    found: dict[str, int] = {}
+    for name in CODE_PATHS:
+        root = project_dir / name
+        files = [root] if root.is_file() else sorted(root.rglob("*")) if root.is_dir() else []
+        for path in files:
+            if path.is_file() and "__pycache__" not in path.parts:
+                found[str(path.relative_to(project_dir))] = path.stat().st_mtime_ns
+    return found
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:
@@ -316,8 +334,7 @@ def port_is_free(port: int, host: str = HOST) -> bool:
 def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     """Stop ``process`` and every process in its group: SIGTERM, then SIGKILL to leftovers.
 
-    ``process`` must lead its own group (``start_new_session=True``). With autoreload,
-    ``chalice local`` is a parent and a worker; both are in the group.
+    ``process`` must lead its own group (``start_new_session=True``).
     """
     with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
         os.killpg(process.pid, signal.SIGTERM)
@@ -325,6 +342,24 @@ def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 10.0) 
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # whatever did not stop, or was orphaned
     process.wait()
+
+
+def start_chalice(port: int, stage: str, endpoint_url: str) -> subprocess.Popen[bytes] | None:
+    """Start ``chalice local`` in its own process group and wait until it listens;
+    None (after saying why on stderr) when it does not within 60 s."""
+    chalice = subprocess.Popen(
+        chalice_command(port, stage),
+        cwd=PROJECT_DIR,
+        env=aws_environment(endpoint_url),
+        start_new_session=True,  # Ctrl-C reaches us; we stop its whole group
+    )
+    try:
+        wait_for_port(port, chalice, timeout=60)
+    except RuntimeError as error:
+        print(f"run_local: chalice local did not start: {error}", file=sys.stderr)
+        stop_process_group(chalice)
+        return None
+    return chalice
 
 
 def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -340,10 +375,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--emulator-port", type=int, default=None, help="moto's port (default: a free one)"
     )
     parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart chalice local when app.py, chalicelib/ or .chalice/config.json change",
+    )
+    parser.add_argument(
         "--no-autoreload",
-        dest="autoreload",
+        dest="reload",
         action="store_false",
-        help="do not restart chalice local when files change",
+        help="never restart chalice local (the default)",
     )
     return parser.parse_args(argv)
 
@@ -390,16 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             env=delivery_environment(endpoint_url, stage_env),
             start_new_session=True,
         )
-        chalice = subprocess.Popen(
-            chalice_command(args.port, args.stage, args.autoreload),
-            cwd=PROJECT_DIR,
-            env=aws_environment(endpoint_url),
-            start_new_session=True,  # Ctrl-C reaches us; we stop its whole group
-        )
-        try:
-            wait_for_port(args.port, chalice, timeout=60)
-        except RuntimeError as error:
-            print(f"run_local: chalice local did not start: {error}", file=sys.stderr)
+        code = code_fingerprint() if args.reload else {}
+        chalice = start_chalice(args.port, args.stage, endpoint_url)
+        if chalice is None:
             return 1
         write_state(
             state_file,
@@ -414,10 +447,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             "  |  Ctrl-C stops all",
             flush=True,
         )
+        print(
+            "AWS CLI against the emulator: any dummy credentials will do, e.g. "
+            "AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing "
+            f"AWS_DEFAULT_REGION={DEFAULT_REGION} aws --endpoint-url {endpoint_url} s3 ls",
+            flush=True,
+        )
         while True:
             try:
                 returncode = chalice.wait(timeout=0.5)
             except subprocess.TimeoutExpired:
+                if args.reload and (changed := code_fingerprint()) != code:
+                    code = changed
+                    stop_process_group(chalice)
+                    print("run_local: code changed, restarting chalice local", flush=True)
+                    chalice = start_chalice(args.port, args.stage, endpoint_url)
+                    if chalice is None:
+                        return 1
                 if moto is not None and moto.process.poll() is not None:
                     print(
                         f"run_local: moto server exited ({moto.process.returncode})",

@@ -43,6 +43,7 @@ function setUpIdentity() {
   el.token.value = sessionStorage.getItem("gallery.token") || "";
   el.actingAs.addEventListener("change", () => {
     localStorage.setItem("gallery.actingAs", el.actingAs.value.trim());
+    uploadHeldFiles();
   });
   let appliedToken = el.token.value.trim();
   el.token.addEventListener("change", () => {
@@ -265,9 +266,38 @@ async function showUploaded(record) {
   }
 }
 
+// Files dropped or chosen before "Acting as" was given (AUTH_MODE=none): every upload
+// would be a 400 "user_id: missing", so they wait until the user says who they are.
+let heldFiles = [];
+
+function askForIdentity(count) {
+  const note = $("identity-needed");
+  note.textContent =
+    `Type whom you are acting as first: uploads are saved under that user. ` +
+    `${count} file(s) will upload once you do.`;
+  note.hidden = false;
+  el.actingAs.setAttribute("aria-invalid", "true");
+  el.actingAs.setAttribute("aria-describedby", "identity-needed");
+  el.actingAs.focus();
+}
+
+function uploadHeldFiles() {
+  if (!currentUser()) return;
+  $("identity-needed").hidden = true;
+  el.actingAs.removeAttribute("aria-invalid");
+  const files = heldFiles;
+  heldFiles = [];
+  if (files.length) uploadFiles(files);
+}
+
 async function uploadFiles(files) {
   const list = Array.from(files);
   if (!list.length) return;
+  if (AUTH_MODE === "none" && !currentUser()) {
+    heldFiles = heldFiles.concat(list);
+    askForIdentity(heldFiles.length);
+    return;
+  }
   const rows = list.map((file) => uploadRow(file));
   const results = new Array(list.length).fill(null);
   const filtered = filtersActive();

@@ -334,3 +334,41 @@ def test_drag_and_drop_uploads(desktop: BrowserPage, user: str) -> None:
     expect(tiles(desktop)).to_have_count(1)
     wait_images_decoded(desktop, 1)
     desktop.assert_clean()
+
+
+def test_without_acting_as_files_wait_for_the_identity(
+    desktop: BrowserPage, user: str, tmp_path: Path
+) -> None:
+    # Issue 18: with an empty "Acting as" (AUTH_MODE=none) each file failed with
+    # "400: user_id: missing". Now the page asks first, then uploads them.
+    files = [
+        image_file(tmp_path / "first.png", "PNG", (320, 240), (200, 30, 40)),
+        image_file(tmp_path / "second.jpg", "JPEG", (320, 240), (30, 160, 60)),
+    ]
+    open_gallery(desktop, f"?user_id={user}")
+    expect(desktop.page.locator("#acting-as")).to_have_value("")
+    requests_sent: list[str] = []
+    desktop.page.on(
+        "request", lambda request: "/uploads" in request.url and requests_sent.append(request.url)
+    )
+    desktop.page.set_input_files("#file-input", [str(path) for path in files])
+
+    note = desktop.page.locator("#identity-needed")
+    expect(note).to_be_visible()
+    expect(note).to_contain_text("Type whom you are acting as first")
+    expect(note).to_contain_text("2 file(s) will upload once you do")
+    expect(desktop.page.locator("#acting-as")).to_be_focused()
+    expect(desktop.page.locator("#acting-as")).to_have_attribute("aria-invalid", "true")
+    expect(desktop.page.locator("#upload-list .upload-item")).to_have_count(0)
+    assert requests_sent == []  # nothing was sent, so nothing failed
+
+    desktop.page.fill("#acting-as", user)
+    desktop.page.press("#acting-as", "Enter")
+
+    expect(note).to_be_hidden()
+    for path in files:
+        row = desktop.page.locator(f'#upload-list .upload-item[data-filename="{path.name}"]')
+        expect(row).to_have_attribute("data-state", "done", timeout=60_000)
+    expect(tiles(desktop)).to_have_count(2)
+    assert not desktop.page.locator("#upload-list .failed").count()
+    desktop.assert_clean()

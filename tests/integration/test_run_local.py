@@ -79,7 +79,7 @@ def log_path(tmp_path: Path) -> Path:
 
 def test_make_run_starts_moto_creates_resources_serves_and_stops_cleanly(log_path: Path) -> None:
     port = free_port()
-    process = start_run_local(port, log_path)  # exactly `make run`: autoreload on
+    process = start_run_local(port, log_path)  # exactly `make run`
     try:
         wait_for_port(port, process, timeout=60)
         banner = wait_for_banner(log_path)
@@ -102,6 +102,28 @@ def test_make_run_starts_moto_creates_resources_serves_and_stops_cleanly(log_pat
         health = requests.get(f"{banner['api']}/health", timeout=30)
         assert health.status_code == 200
         assert health.json() == {"status": "ok"}
+        # The AWS CLI line: dummy credentials next to the endpoint (issue 18).
+        assert (
+            "AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 "
+            f"aws --endpoint-url {endpoint}" in log_path.read_text()
+        )
+
+        # Issue 18: a file written in the repository (as `make deploy` writes infra/chalice)
+        # restarts nothing: the same chalice local keeps answering.
+        (chalice_pid,) = [pid for pid in children if "chalice local" in command_line(pid)]
+        written = PROJECT_DIR / "chalicelib" / f".probe-{os.getpid()}.tmp"
+        try:
+            written.write_text("generated")
+            (PROJECT_DIR / f".probe-{os.getpid()}.tmp").write_text("generated")
+            for _ in range(6):
+                time.sleep(0.5)
+                assert requests.get(f"{banner['api']}/health", timeout=30).status_code == 200
+        finally:
+            written.unlink(missing_ok=True)
+            (PROJECT_DIR / f".probe-{os.getpid()}.tmp").unlink(missing_ok=True)
+        assert descendants(process.pid) == children
+        assert is_running(chalice_pid)
+        assert "restarting" not in log_path.read_text()
     finally:
         returncode = stop_run_local(process)  # Ctrl-C
 

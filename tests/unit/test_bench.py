@@ -23,7 +23,8 @@ PATTERNS = [
     "title search",
     "title + user",
 ]
-TINY = ["--users", "10", "--tags", "8", "--skip-imaging", "--skip-scale"]  # test_bench_*.py
+# Imaging: tests/unit/test_bench_imaging.py; the library: tests/unit/test_bench_library.py.
+TINY = ["--users", "10", "--tags", "8", "--skip-imaging", "--skip-scale", "--library-images", "0"]
 
 
 def run(tmp_path: Path, *extra: str) -> dict[str, Any]:

@@ -133,6 +133,7 @@ def test_upload_command_exit_status_is_the_number_of_failures(
     for name in ("a.png", "bad1.png", "bad2.png"):
         touch(tmp_path / "in" / name)
     monkeypatch.setattr(cli, "ApiClient", FakeApi)
+    monkeypatch.setenv("IMAGE_USER", "alice")
     status = cli.main(["upload", str(tmp_path / "in"), str(tmp_path / "nothing-here")])
     assert status == 3  # two refused, one missing path
 
@@ -156,6 +157,104 @@ def test_download_target(tmp_path: Path) -> None:
     assert cli.download_target(None, "../../etc/passwd") == Path("passwd")
     assert cli.download_target(str(tmp_path), "a.png") == tmp_path / "a.png"
     assert cli.download_target(str(tmp_path / "b.png"), "a.png") == tmp_path / "b.png"
+    # A path ending in / is a folder even before it exists (it wrote a file named "saved").
+    assert cli.download_target(f"{tmp_path}/saved/", "a.png") == tmp_path / "saved" / "a.png"
+
+
+class DownloadApi(cli.ApiClient):
+    """An image view whose download "URL" is the bytes to write."""
+
+    def call(self, method: str, path: str, **_: Any) -> Any:
+        return {"filename": "beach.png", "download_url": "new bytes"}
+
+    def download(self, url: str, target: Path) -> int:
+        target.write_text(url)
+        return len(url)
+
+
+def test_download_into_a_missing_folder_keeps_the_name_and_never_overwrites(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "ApiClient", DownloadApi)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["download", "ID", "-o", "./saved/"]) == 0
+    saved = tmp_path / "saved" / "beach.png"
+    assert saved.read_text() == "new bytes"
+    saved.write_text("mine")
+
+    assert cli.main(["download", "ID", "-o", "./saved/"]) == 1
+    assert "saved/beach.png exists: add --force to overwrite it" in capsys.readouterr().err
+    assert saved.read_text() == "mine"
+    assert cli.main(["download", "ID", "-o", str(saved)]) == 1  # named as a file, too
+    assert saved.read_text() == "mine"
+
+    assert cli.main(["download", "ID", "-o", "saved", "--force"]) == 0  # an existing folder
+    assert saved.read_text() == "new bytes"
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["beach.png"]  # no .part left
+
+
+def test_list_is_readable_at_80_columns() -> None:
+    record = {
+        "image_id": "0b7f7d2e-7c0a-4a8e-9d55-3f1b2a6c9e41",
+        "filename": "IMG_20261121_103000_a_long_phone_name.jpg",
+        "title": "Sunset over the bay, seen from the old harbour wall",
+        "user_id": "alice@example.com",
+        "tags": ["beach", "sunset", "trip"],
+        "size_bytes": 2_400_000,
+        "created_at": "2026-11-21T10:30:00.123Z",
+    }
+    console = Console(file=io.StringIO(), width=80)
+    console.print(cli.listing_table([record, {**record, "image_id": "x" * 36}], 80))
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert all(len(line) <= 80 for line in lines)
+    header, first, second = lines[1:4]  # after the title: one line per image
+    assert header.split()[:2] == ["id", "filename"]
+    assert first.startswith(record["image_id"] + " ")
+    assert "IMG_" in first and "2.3 MiB" in first and "2026-11-21" in first
+    assert second.startswith("x" * 36 + " ")
+    assert len(lines) == 4
+    wide = Console(file=io.StringIO(), width=140)
+    wide.print(cli.listing_table([record], 140))
+    assert "alice@example.com" in wide.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_file_says_processing_while_complete_runs(tmp_path: Path) -> None:
+    seen: list[str] = []
+    console = Console(file=io.StringIO())
+
+    class Watching(FakeApi):
+        def call(self, method: str, path: str, **kwargs: Any) -> Any:
+            if path.endswith("/complete"):
+                seen.extend(task.description for task in progress.tasks)
+            return super().call(method, path, **kwargs)
+
+    progress = cli._progress(console)
+    real = cli._progress
+    cli._progress = lambda _console: progress  # type: ignore[assignment]
+    try:
+        file = touch(tmp_path / "a.png", b"a" * 100)
+        cli.upload_all(Watching("http://api"), [file], None, [], jobs=1, console=console)
+    finally:
+        cli._progress = real  # type: ignore[assignment]
+    assert "a.png processing" in seen
+
+
+@pytest.mark.parametrize("command", [["upload", "x.png"], ["delete", "ID"]])
+def test_a_missing_identity_names_the_flags(
+    command: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    touch(tmp_path / "x.png")
+    for name in ("IMAGE_USER", "IMAGE_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(cli, "ApiClient", FakeApi)  # never called
+    assert cli.main(command) == 2
+    err = capsys.readouterr().err
+    assert "--user NAME (or set IMAGE_USER)" in err and "--token" in err
+    assert "X-User-Id" not in err
 
 
 def test_api_defaults_to_make_runs_url(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,7 +97,7 @@ def test_another_processes_state_file_is_not_removed(tmp_path: Path) -> None:
 
 
 def test_the_state_file_is_outside_the_project_unless_overridden() -> None:
-    # Under the project, writing it would make chalice local's autoreload restart.
+    # Run state is not part of the checkout.
     default = state_path({})
     assert PROJECT_DIR not in default.parents
     assert default.name.startswith("image-service-run-local-")
@@ -119,8 +120,14 @@ def bare_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[st
     return os.environ  # type: ignore[return-value]
 
 
+@pytest.fixture
+def anything_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The endpoints of these tests need not run: only where reconcile points matters."""
+    monkeypatch.setattr(reconcile_script, "check_listening", lambda endpoint, source: None)
+
+
 def test_reconcile_uses_the_emulator_of_a_running_make_run(
-    bare_environment: dict[str, str],
+    bare_environment: dict[str, str], anything_listens: None
 ) -> None:
     path = state_path(bare_environment)
     write_state(
@@ -138,7 +145,9 @@ def test_reconcile_uses_the_emulator_of_a_running_make_run(
     assert bare_environment["BUCKET_NAME"]  # the dev stage's
 
 
-def test_reconcile_prefers_aws_endpoint_url(bare_environment: dict[str, str]) -> None:
+def test_reconcile_prefers_aws_endpoint_url(
+    bare_environment: dict[str, str], anything_listens: None
+) -> None:
     write_state(
         state_path(bare_environment), api_url="x", endpoint_url="http://127.0.0.1:5055", stage="dev"
     )
@@ -163,3 +172,49 @@ def test_reconcile_without_anything_to_talk_to_says_what_it_needs(
     assert "start `make run` first" in error
     assert "AWS_ENDPOINT_URL" in error
     assert "NoRegionError" not in error
+
+
+def test_reconcile_with_nothing_listening_says_so_in_one_line() -> None:
+    # As the README runs it: `AWS_ENDPOINT_URL=http://127.0.0.1:9 make reconcile`.
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.reconcile"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(
+        "reconcile: nothing answers at http://127.0.0.1:9 (from AWS_ENDPOINT_URL"
+    )
+    assert "start `make run`" in line
+
+
+# --- make run RELOAD=1 watches the code only --------------------------------------------
+
+
+def test_reload_watches_the_code_and_nothing_else(tmp_path: Path) -> None:
+    from scripts.run_local import code_fingerprint
+
+    (tmp_path / "chalicelib" / "web").mkdir(parents=True)
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / "app.py").write_text("app")
+    (tmp_path / "chalicelib" / "web" / "app.js").write_text("js")
+    (tmp_path / ".chalice" / "config.json").write_text("{}")
+    before = code_fingerprint(tmp_path)
+    assert sorted(before) == [".chalice/config.json", "app.py", "chalicelib/web/app.js"]
+
+    (tmp_path / "infra" / "chalice").mkdir(parents=True)
+    (tmp_path / "infra" / "chalice" / "chalice.tf.json").write_text("{}")  # make deploy
+    (tmp_path / "chalicelib" / "__pycache__").mkdir()
+    (tmp_path / "chalicelib" / "__pycache__" / "x.pyc").write_text("")
+    (tmp_path / "README.md").write_text("docs")
+    assert code_fingerprint(tmp_path) == before
+
+    os.utime(tmp_path / "chalicelib" / "web" / "app.js", ns=(1, 1))
+    assert code_fingerprint(tmp_path) != before

@@ -20,13 +20,15 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from chalice.test import Client
 
 import app as app_module
 from chalicelib.config import Settings
 from chalicelib.service import AwsClients, ImageService
-from chalicelib.sweep import Sweep, SweepReport
+from chalicelib.sweep import Sweep, SweepReport, SweepStopped
 from chalicelib.validation import format_timestamp
+from tests.faults import lost
 from tests.invariants import Snapshot, client_error, inject, snapshot
 from tests.unit.conftest import BUCKET, SETTINGS, TABLE, image_bytes, upload
 from tests.unit.uploading import (
@@ -427,11 +429,106 @@ def test_a_failing_slice_keeps_the_progress_of_the_slices_before_it(
         lambda: client_error(aws_clients.s3, "InternalError", "ListObjectsV2"),
         skip=2,
     )
-    sweeper = Sweep(service, fix=True, grace=GRACE, clock=clock, slice_items=1)
+    pauses: list[float] = []
+    sweeper = Sweep(service, fix=True, grace=GRACE, clock=clock, slice_items=1, sleep=pauses.append)
 
-    with pytest.raises(Exception, match="InternalError"):
+    with pytest.raises(SweepStopped, match="InternalError") as stopped:
         sweeper.run(max_slices=None)
     failure.remove()
 
+    assert (stopped.value.phase, stopped.value.position) == ("images", originals[1])
+    assert pauses == [1.0, 2.0, 4.0]  # the third slice, tried four times
+
     assert service.metadata.get_sweep_cursor() == {"phase": "images", "position": originals[1]}
     assert set(_state().objects) == {originals[2]}
+
+
+# --- a slow or failing emulator: each slice retried with backoff, resumable ----------
+
+
+def test_a_slow_emulator_is_retried_slice_by_slice_and_each_leftover_reported_once(
+    service: ImageService, clock: MovingClock, aws_clients: AwsClients
+) -> None:
+    originals = sorted(f"images/{uuid.uuid4()}/0123456789abcdef.png" for _ in range(3))
+    for key in originals:
+        _put_object(key)
+    clock.offset = 2 * GRACE
+    # The second object's record lookup times out twice (botocore's retries used up):
+    # the slice fails half-way, after the first object was already reported.
+    timeouts = inject(aws_clients.dynamodb, "GetItem", lost, skip=1, times=2)
+    pauses: list[float] = []
+    sweeper = Sweep(
+        service, fix=False, grace=GRACE, clock=clock, slice_items=3, sleep=pauses.append
+    )
+
+    report = sweeper.run(max_slices=None, resume=False)
+    timeouts.remove()
+
+    assert pauses == [1.0, 2.0]
+    assert report.orphan_objects == originals  # each once
+    assert report.done
+
+
+def test_a_sweep_that_cannot_go_on_stops_resumably_and_the_next_run_finishes(
+    service: ImageService, clock: MovingClock, aws_clients: AwsClients
+) -> None:
+    originals = sorted(f"images/{uuid.uuid4()}/0123456789abcdef.png" for _ in range(3))
+    for key in originals:
+        _put_object(key)
+    clock.offset = 2 * GRACE
+    down = inject(aws_clients.s3, "ListObjectsV2", lost, skip=1)
+    pauses: list[float] = []
+    sweeper = Sweep(service, fix=True, grace=GRACE, clock=clock, slice_items=1, sleep=pauses.append)
+
+    with pytest.raises(SweepStopped, match="ReadTimeoutError") as stopped:
+        sweeper.run(max_slices=None)
+    down.remove()
+
+    assert stopped.value.attempts == 4 and pauses == [1.0, 2.0, 4.0]
+    assert stopped.value.report.orphan_objects == originals[:1]
+    assert service.metadata.get_sweep_cursor() == {"phase": "images", "position": originals[0]}
+    finished = sweeper.run(max_slices=None)
+    assert finished.orphan_objects == originals[1:]
+    assert _state().objects == {}
+
+
+def test_an_error_that_retrying_cannot_fix_stops_at_once(
+    service: ImageService, clock: MovingClock, aws_clients: AwsClients
+) -> None:
+    _put_object(f"images/{uuid.uuid4()}/0123456789abcdef.png")
+    clock.offset = 2 * GRACE
+    denied = inject(
+        aws_clients.s3,
+        "ListObjectsV2",
+        lambda: client_error(aws_clients.s3, "AccessDenied", "ListObjectsV2"),
+    )
+    pauses: list[float] = []
+    with pytest.raises(ClientError, match="AccessDenied"):
+        Sweep(service, fix=True, grace=GRACE, clock=clock, sleep=pauses.append).run()
+    denied.remove()
+    assert pauses == []
+
+
+def test_make_reconcile_says_in_one_line_that_the_sweep_stopped(
+    service: ImageService,
+    aws_clients: AwsClients,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from chalicelib import sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module.ImageService, "from_settings", lambda settings: service)
+    monkeypatch.setattr(sweep_module.Settings, "from_env", lambda: service.settings)
+    monkeypatch.setattr(sweep_module.time, "sleep", lambda seconds: None)
+    _put_object(f"images/{uuid.uuid4()}/0123456789abcdef.png")
+    down = inject(aws_clients.s3, "ListObjectsV2", lost)
+
+    assert sweep_module.main(["--fix"]) == 1
+    down.remove()
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = [line for line in captured.err.splitlines() if line.startswith("reconcile:")]
+    assert "stopped in its images phase: one slice failed 4 times" in line
+    assert "ReadTimeoutError" in line and line.endswith("run it again")
+    assert "Traceback" not in captured.err
