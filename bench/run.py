@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import gc
 import json
 import os
@@ -248,7 +247,9 @@ def run_listing(args: argparse.Namespace, results: dict[str, Any]) -> None:
                         )
                     continue
 
-                def presign(key: str, service: ImageService = service) -> str:
+                def presign(
+                    key: str, service: ImageService = service, settings: Settings = settings
+                ) -> str:
                     return service.urls.url(key, datetime.now(UTC), settings.url_expires_seconds)
 
                 theirs = scan_through(loader, BASELINE_TABLE, pattern.params, args.limit, presign)

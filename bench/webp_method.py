@@ -107,7 +107,6 @@ def _measure(case: Case, data: bytes, runs: int) -> dict[str, Any]:
 def measure_webp_methods(runs: int = 3, scale: float = 1.0) -> dict[str, Any]:
     """``{"runs", "rows": [{"label", "bytes", "methods": [{"method", "cpu_s", "bytes",
     "ssim"}]}]}`` for the still inputs of ``bench/imaging.py``."""
-    from chalicelib import imaging
     from chalicelib.imaging import renditions
 
     rows = [_measure(case, case.make(scale), runs) for case in CASES if case.suffix != ".gif"]

@@ -308,6 +308,11 @@ class Settings:
                 f"got {longest}"
             )
 
+    @property
+    def layout(self) -> ShardLayout:
+        """The shard counts new images are written with and listings read."""
+        return ShardLayout(feed=self.feed_shards, tag=self.tag_shards)
+
 
 def _url_signer(env: Mapping[str, str]) -> UrlSignerKind:
     value = env.get("IMAGE_URL_SIGNER", "").strip().lower() or "s3"
@@ -319,11 +324,6 @@ def _url_signer(env: Mapping[str, str]) -> UrlSignerKind:
         f"IMAGE_URL_SIGNER must be one of {', '.join(URL_SIGNERS)}, "
         f"got {env.get('IMAGE_URL_SIGNER')!r}"
     )
-
-    @property
-    def layout(self) -> ShardLayout:
-        """The shard counts new images are written with and listings read."""
-        return ShardLayout(feed=self.feed_shards, tag=self.tag_shards)
 
 
 def _shards(env: Mapping[str, str], name: str, default: int) -> int:
