@@ -21,6 +21,8 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.awsrequest import AWSResponse
 
+from chalicelib.keys import LAYOUT_ATTRIBUTE
+
 Key = tuple[str, str]
 
 _deserializer = TypeDeserializer()
@@ -265,8 +267,11 @@ def respond_with_error(
     return _register(client, "before-send", operation, answer, attempts)
 
 
-#: Attributes only the image item has: its key and its index keys.
-_IMAGE_ONLY_ATTRIBUTES = frozenset({"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"})
+#: Attributes only the image item has: its key, its index keys and the shard layout its
+#: keys were written with (``chalicelib.keys.LAYOUT_ATTRIBUTE``).
+_IMAGE_ONLY_ATTRIBUTES = frozenset(
+    {"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", LAYOUT_ATTRIBUTE}
+)
 
 
 def membership_problems(

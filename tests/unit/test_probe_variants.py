@@ -89,7 +89,8 @@ def test_expires_in_in_ascii_digits_is_accepted(client: Client) -> None:
     response = client.http.get(f"/images/{image_id}?expires_in=60")
 
     assert response.status_code == 200, response.body
-    assert response.json_body["expires_in"] == 60
+    # At least what was asked, at most one cache window more (the URL is the window's).
+    assert 60 <= response.json_body["expires_in"] <= 60 + 3600
 
 
 # --- title search: NFKC and Unicode case folding -----------------------------------------
