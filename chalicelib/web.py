@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from chalicelib.urls import ObjectUrls
+
 WEB_DIR = Path(__file__).resolve().parent / "web"
 PAGE_NAME = "index.html"
 
@@ -93,18 +95,6 @@ class Asset:
     def url(self) -> str:
         """Its versioned, relative URL: ``assets/{name}?v={version}``."""
         return f"assets/{self.name}?v={self.version}"
-
-
-class UrlSigner(Protocol):
-    """What :func:`bucket_origins` needs of ``chalicelib.urls``' signers."""
-
-    def url(
-        self,
-        key: str,
-        now: datetime,
-        expires_seconds: int,
-        download_filename: str | None = None,
-    ) -> str: ...
 
 
 class PostSigner(Protocol):
@@ -203,7 +193,7 @@ def origin_of(url: str) -> str | None:
     return f"{parts.scheme}://{host}{port}"
 
 
-def bucket_origins(urls: UrlSigner, uploads: PostSigner) -> tuple[str, ...]:
+def bucket_origins(urls: ObjectUrls, uploads: PostSigner) -> tuple[str, ...]:
     """The origins of the URLs the service hands out: images (``urls``: S3 or CloudFront)
     and direct uploads' presigned POSTs (``uploads``: the bucket), once each.
 
