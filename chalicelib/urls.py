@@ -77,7 +77,18 @@ class ObjectUrls(Protocol):
         ...
 
 
-class S3UrlSigner:
+class _WindowedUrls:
+    """What both signers share: the cache window (``URL_CACHE_WINDOW_SECONDS``) their
+    URLs are made for, and when a URL handed out at a moment stops working."""
+
+    window_seconds: int
+
+    def expires_at(self, now: datetime, expires_seconds: int) -> int:
+        """See :func:`window_expiry`."""
+        return window_expiry(now, self.window_seconds, expires_seconds)[1]
+
+
+class S3UrlSigner(_WindowedUrls):
     """S3 presigned GET URLs signed as of the start of the cache window.
 
     How: the presigning client builds the unsigned request URL exactly as botocore would
@@ -107,10 +118,6 @@ class S3UrlSigner:
         self.bucket = bucket
         self.window_seconds = window_seconds
         self._credentials = credentials
-
-    def expires_at(self, now: datetime, expires_seconds: int) -> int:
-        """See :func:`window_expiry`."""
-        return window_expiry(now, self.window_seconds, expires_seconds)[1]
 
     def url(
         self,
@@ -205,7 +212,7 @@ def rsa_sha1_signer(private_key_pem: bytes) -> Callable[[bytes], bytes]:
     return sign
 
 
-class CloudFrontUrlSigner:
+class CloudFrontUrlSigner(_WindowedUrls):
     """CloudFront canned-policy signed URLs: ``https://{domain}/{key}?Expires=…&Signature=…
     &Key-Pair-Id=…``, expiring at the window's end plus the requested lifetime.
 
@@ -241,10 +248,6 @@ class CloudFrontUrlSigner:
     @functools.cached_property
     def _signer(self) -> CloudFrontSigner:
         return CloudFrontSigner(self.key_pair_id, rsa_sha1_signer(self._private_key()))
-
-    def expires_at(self, now: datetime, expires_seconds: int) -> int:
-        """See :func:`window_expiry`."""
-        return window_expiry(now, self.window_seconds, expires_seconds)[1]
 
     def url(
         self,
